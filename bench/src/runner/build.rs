@@ -1,0 +1,92 @@
+//! Building one `workload` binary per allocator.
+//!
+//! All builds share one target directory (`target/bench-run`), so the allocator crates and the
+//! workspace's dependencies compile once; cargo keys emma-bench's artefacts by feature set, and
+//! after each build the binary is copied to `bins/workload-<allocator>` so that all of them can
+//! be run side by side.
+
+use super::alloc::Allocator;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Paths the runner builds into.
+pub struct Paths {
+    /// Workspace root (where Cargo.toml and rust-toolchain.toml are).
+    pub root: PathBuf,
+    /// `target/bench-run` under the root.
+    pub target: PathBuf,
+}
+
+impl Paths {
+    /// Paths for the workspace whose `bench/` directory is `bench_dir`.
+    pub fn new(bench_dir: &Path) -> Paths {
+        let root = bench_dir.parent().expect("bench/ has a parent").to_path_buf();
+        let target = root.join("target").join("bench-run");
+        Paths { root, target }
+    }
+
+    /// Where the workload binary of `alloc` is kept.
+    pub fn binary(&self, alloc: &Allocator) -> PathBuf {
+        self.target.join("bins").join(format!("workload-{}", alloc.name))
+    }
+
+    /// The build log of `alloc`.
+    pub fn log(&self, alloc: &Allocator) -> PathBuf {
+        self.target.join("logs").join(format!("build-{}.log", alloc.name))
+    }
+}
+
+fn has_cmake() -> bool {
+    Command::new("cmake").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Makes sure `cmake` is there for snmalloc: installs it with apt-get if it is missing and
+/// apt-get works here (we run as root on the project's machines). `Err` says why not.
+pub fn ensure_cmake() -> Result<(), String> {
+    if has_cmake() {
+        return Ok(());
+    }
+    eprintln!("cmake is missing (snmalloc needs it); trying `apt-get install -y cmake` ...");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    };
+    // The package lists may be stale or absent on a fresh machine: update first.
+    let _ = apt(&["update", "-qq"]);
+    if apt(&["install", "-y", "-qq", "cmake"]) && has_cmake() {
+        eprintln!("cmake installed.");
+        Ok(())
+    } else {
+        Err("cmake is missing and `apt-get install -y cmake` did not work".into())
+    }
+}
+
+/// Builds the workload binary for `alloc` and copies it to [`Paths::binary`]. On failure,
+/// `Err` holds the last lines of the build log (the whole log stays in [`Paths::log`]).
+pub fn build(paths: &Paths, alloc: &Allocator) -> Result<PathBuf, String> {
+    if alloc.needs_cmake {
+        ensure_cmake()?;
+    }
+    let log_path = paths.log(alloc);
+    fs::create_dir_all(log_path.parent().unwrap()).map_err(|e| e.to_string())?;
+    fs::create_dir_all(paths.binary(alloc).parent().unwrap()).map_err(|e| e.to_string())?;
+    let log = fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&paths.root)
+        .env("CARGO_TARGET_DIR", &paths.target)
+        .args(["build", "--release", "-p", "emma-bench", "--bin", "workload", "--features", alloc.feature])
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error")).take(3).collect();
+        let summary = if errors.is_empty() { text.lines().last().unwrap_or("").to_string() } else { errors.join(" / ") };
+        return Err(format!("build failed ({}): {summary}", log_path.display()));
+    }
+    let dest = paths.binary(alloc);
+    fs::copy(paths.target.join("release").join("workload"), &dest).map_err(|e| format!("copy: {e}"))?;
+    Ok(dest)
+}

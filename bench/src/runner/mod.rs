@@ -1,0 +1,123 @@
+//! The runner: build every allocator's workload binary, run the suite interleaved, report.
+//!
+//! Order of runs: for each repetition, for each workload, every allocator once (round-robin),
+//! with the allocator order rotated from one repetition and workload to the next. Interleaving
+//! spreads slow drifts of the machine (thermal, noisy neighbours) over all allocators instead of
+//! penalising whichever ran last; the median over repetitions then drops outliers.
+
+pub mod alloc;
+pub mod build;
+pub mod config;
+pub mod exec;
+pub mod progress;
+
+use crate::report::{self, machine::Machine, Results};
+use build::Paths;
+use config::Config;
+use progress::Progress;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Entry point of the `runner` binary.
+pub fn main() -> ExitCode {
+    let bench_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cfg = match Config::from_args(std::env::args().skip(1), bench_dir.clone()) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let paths = Paths::new(&bench_dir);
+    let machine = Machine::detect(&paths.root);
+
+    let (runnable, skipped) = build_all(&cfg, &paths);
+    if runnable.is_empty() {
+        eprintln!("no allocator could be built; nothing to run");
+        return ExitCode::FAILURE;
+    }
+
+    let mut results = Results::new(&cfg, runnable.iter().map(|(a, _)| *a).collect(), skipped, machine);
+    let total = cfg.reps * cfg.workloads.len() * runnable.len();
+    let timeout = Duration::from_secs_f64((300.0 * cfg.scale).max(60.0));
+    let mut progress = Progress::new();
+    let mut done = 0;
+    for rep in 0..cfg.reps {
+        for (wi, workload) in cfg.workloads.iter().enumerate() {
+            for k in 0..runnable.len() {
+                let ai = (k + rep + wi) % runnable.len();
+                let (alloc, bin) = &runnable[ai];
+                done += 1;
+                progress.update(&format!(
+                    "run {done}/{total}  rep {}/{}  {:<14} {:<11}",
+                    rep + 1,
+                    cfg.reps,
+                    workload.name,
+                    alloc.name
+                ));
+                match exec::run(bin, alloc.name, workload.name, cfg.scale, timeout) {
+                    Ok(sample) => results.samples[wi][ai].push(sample),
+                    Err(e) => {
+                        progress.finish_line();
+                        eprintln!("  {} on {}: {e}", workload.name, alloc.name);
+                        results.failures[wi][ai] = Some(e);
+                    }
+                }
+            }
+        }
+        // Write after every repetition, so an interrupted run still leaves a report.
+        results.reps_done = rep + 1;
+        if let Err(e) = write_outputs(&results, &cfg.out_dir) {
+            progress.finish_line();
+            eprintln!("cannot write results: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    progress.update(&format!("done: {total} runs"));
+    progress.finish_line();
+
+    println!("{}", report::markdown::summary_table(&results, &report::Summary::of(&results)));
+    println!("written: {}/latest.md, chart.svg, runs.tsv", cfg.out_dir.display());
+    ExitCode::SUCCESS
+}
+
+/// Builds (or, with `--no-build`, finds) every configured allocator's binary. Returns the ones
+/// that can run and, for the others, why not.
+fn build_all(cfg: &Config, paths: &Paths) -> (Vec<(alloc::Allocator, PathBuf)>, Vec<(String, String)>) {
+    let mut runnable = Vec::new();
+    let mut skipped = Vec::new();
+    let mut progress = Progress::new();
+    for a in &cfg.allocators {
+        let result = if cfg.no_build {
+            let bin = paths.binary(a);
+            if bin.exists() {
+                Ok(bin)
+            } else {
+                Err(format!("no binary at {} (run without --no-build)", bin.display()))
+            }
+        } else {
+            progress.update(&format!("building workload binary for {} ...", a.name));
+            build::build(paths, a)
+        };
+        match result {
+            Ok(bin) => runnable.push((*a, bin)),
+            Err(e) => {
+                progress.finish_line();
+                eprintln!("SKIPPING {}: {e}", a.name);
+                skipped.push((a.name.to_string(), e));
+            }
+        }
+    }
+    progress.finish_line();
+    (runnable, skipped)
+}
+
+fn write_outputs(results: &Results, out_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let summary = report::Summary::of(results);
+    std::fs::write(out_dir.join("latest.md"), report::markdown::render(results, &summary))?;
+    std::fs::write(out_dir.join("chart.svg"), report::svg::render(results, &summary))?;
+    std::fs::write(out_dir.join("runs.tsv"), report::tsv(results))?;
+    Ok(())
+}

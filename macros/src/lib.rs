@@ -1,0 +1,1 @@
+//! Instances declared from outside the emma crate.

@@ -1,0 +1,279 @@
+//! The entry points, generic over the instance: what `GlobalAlloc`, the
+//! `Allocator` trait and the C ABI forward to.
+//!
+//! Each function is monomorphised per instance, so the instance's static
+//! state and its TLS slot are link-time constants on the fast paths. The
+//! slow paths take `&'static InstanceState` and exist once.
+
+use crate::check;
+use crate::heap::Heap;
+use crate::huge::{self, HugeHeader};
+use crate::instance::InstanceState;
+use crate::segment::{is_small, owner_of, segment_of, Segment, SLICE_SIZE};
+use crate::size_class::{class_of, class_of_aligned, MAX_CLASS_SIZE, MIN_ALIGN};
+use crate::thread;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+/// An emma instance: a zero-sized type minted by
+/// [`emma_instance!`](crate::emma_instance), naming one [`InstanceState`]
+/// and one per-thread heap slot.
+///
+/// # Safety
+/// Implemented only by `emma_instance!`. `state` must always return the
+/// same static, used by no other type; `heap`/`set_heap` must read and
+/// write a slot private to this type and the calling thread (or, when
+/// `USES_TLS` is false, forward to the state's thread-pointer table).
+pub unsafe trait Instance: Copy + 'static {
+    /// Whether `heap` reads a real thread-local slot.
+    #[doc(hidden)]
+    const USES_TLS: bool;
+    /// The instance's state.
+    #[doc(hidden)]
+    fn state() -> &'static InstanceState;
+    /// The calling thread's heap, or the empty heap.
+    #[doc(hidden)]
+    fn heap() -> *mut Heap;
+    /// Sets the calling thread's heap.
+    #[doc(hidden)]
+    fn set_heap(h: *mut Heap);
+}
+
+/// Whether `owner` (a segment's owning heap) is the calling thread's heap.
+#[inline(always)]
+fn is_mine<I: Instance>(owner: *mut Heap) -> bool {
+    if I::USES_TLS {
+        owner == I::heap()
+    } else {
+        // SAFETY: `owner` is the owner of a live block's segment: a heap of
+        // the instance, which outlives its blocks.
+        unsafe { (*owner).owner_tp.load(Ordering::Relaxed) == thread::thread_pointer() }
+    }
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null if no
+/// memory could be had. `size` 0 gets the smallest block.
+#[inline(always)]
+pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE && align <= MIN_ALIGN {
+        let c = class_of(size);
+        // SAFETY: `I::heap()` is the calling thread's heap or the empty one.
+        let p = unsafe { Heap::alloc(I::heap(), c) };
+        if !p.is_null() {
+            check::on_alloc(p);
+            return p;
+        }
+    }
+    alloc_slow::<I>(size, align)
+}
+
+/// The calling thread's heap for a slow path: claims one if needed, and
+/// refreshes it after a fork. Null only if a new heap could not be mapped.
+#[cold]
+fn heap_for_slow<I: Instance>() -> *mut Heap {
+    let st = I::state();
+    st.enter();
+    let h = I::heap();
+    if !Heap::is_empty_heap(h) {
+        // SAFETY: a real heap of this instance.
+        let hr = unsafe { &*h };
+        // With `tls` a slot can name a heap that teardown took away.
+        if hr.owner_tp.load(Ordering::Relaxed) == thread::thread_pointer() {
+            if hr.epoch.load(Ordering::Relaxed) != st.epoch() {
+                st.refresh_heap(h);
+            }
+            return h;
+        }
+    }
+    let h = st.acquire_heap(I::USES_TLS);
+    if !h.is_null() {
+        I::set_heap(h);
+    }
+    h
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    let c = if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
+        None
+    } else if align <= MIN_ALIGN {
+        Some(class_of(size))
+    } else {
+        class_of_aligned(size, align)
+    };
+    let Some(c) = c else {
+        return alloc_huge::<I>(size, align).0;
+    };
+    let h = heap_for_slow::<I>();
+    if h.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `h` is the calling thread's real heap.
+    let p = unsafe {
+        let p = Heap::alloc(h, c);
+        if p.is_null() {
+            Heap::alloc_slow(h, c)
+        } else {
+            p
+        }
+    };
+    if !p.is_null() {
+        check::on_alloc(p);
+    }
+    p
+}
+
+/// A huge block and whether it is known to be zeroed.
+#[cold]
+fn alloc_huge<I: Instance>(size: usize, align: usize) -> (*mut u8, bool) {
+    let st = I::state();
+    st.enter();
+    huge::alloc(&st.store, size, align.max(MIN_ALIGN), st.id())
+}
+
+/// Allocates zeroed memory. Memory fresh from the kernel is not zeroed
+/// again.
+#[inline]
+pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
+        let (p, zero) = alloc_huge::<I>(size, align);
+        if !p.is_null() && !zero {
+            // SAFETY: a fresh block of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return p;
+    }
+    let p = alloc::<I>(size, align);
+    if p.is_null() {
+        return p;
+    }
+    // SAFETY: `p` is a live small block of ours.
+    unsafe {
+        let page = Segment::page_of(segment_of(p).cast(), p);
+        if (*page).free_is_zero {
+            // Only the free-list link was ever written.
+            p.cast::<usize>().write(0);
+        } else {
+            ptr::write_bytes(p, 0, size);
+        }
+    }
+    p
+}
+
+/// Frees `p`, which was allocated with `size` and `align` (checked with
+/// `boundary-checks`).
+///
+/// # Safety
+/// `p` is a live block of instance `I`, not used after the call.
+#[inline(always)]
+pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
+    check::on_dealloc::<I>(p, Some((size, align)));
+    // SAFETY: forwarded contract.
+    unsafe { free_unchecked::<I>(p) }
+}
+
+/// Frees `p` without knowing its size (the C `free`).
+///
+/// # Safety
+/// `p` is a live block of instance `I`, not used after the call.
+#[inline(always)]
+pub unsafe fn free<I: Instance>(p: *mut u8) {
+    check::on_dealloc::<I>(p, None);
+    // SAFETY: forwarded contract.
+    unsafe { free_unchecked::<I>(p) }
+}
+
+/// The free fast path: mask to the segment, then a local push or a remote
+/// CAS.
+#[inline(always)]
+unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
+    let seg = segment_of(p);
+    // SAFETY: per the callers' contracts `p` is a live block, so its
+    // segment header is mapped and its page in use.
+    unsafe {
+        if is_small(seg) {
+            let owner = owner_of(seg);
+            if is_mine::<I>(owner) {
+                Heap::free_local(owner, Segment::page_of(seg.cast(), p), p);
+            } else {
+                Heap::free_remote(owner, p);
+            }
+        } else {
+            free_huge::<I>(seg.cast());
+        }
+    }
+}
+
+#[cold]
+unsafe fn free_huge<I: Instance>(h: *mut HugeHeader) {
+    let st = I::state();
+    st.enter();
+    // SAFETY: the caller's block is this live huge block.
+    unsafe { huge::free(&st.store, h) }
+}
+
+/// Bytes usable in block `p` (at least what was requested).
+///
+/// # Safety
+/// `p` is a live block of instance `I`.
+#[inline]
+pub unsafe fn usable_size<I: Instance>(p: *mut u8) -> usize {
+    let seg = segment_of(p);
+    // SAFETY: per contract.
+    unsafe {
+        if is_small(seg) {
+            (*Segment::page_of(seg.cast(), p)).block_size as usize
+        } else {
+            (*seg.cast::<HugeHeader>()).usable()
+        }
+    }
+}
+
+/// Resizes block `p` (allocated with alignment `align`) to `new_size`
+/// bytes, in place when its class allows, by moving pages for huge blocks,
+/// else by copying. On failure returns null and `p` is untouched.
+///
+/// # Safety
+/// `p` is a live block of instance `I` allocated with `old_size` and `align`
+/// (`old_size` is only checked, with `boundary-checks`).
+pub unsafe fn realloc<I: Instance>(
+    p: *mut u8,
+    old_size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    check::validate::<I>(p, Some((old_size, align)));
+    let seg = segment_of(p);
+    // SAFETY: per contract.
+    unsafe {
+        let usable = usable_size::<I>(p);
+        if is_small(seg) {
+            // Stay if the block fits and is not more than twice too big
+            // (blocks of the linear classes always stay when shrinking).
+            if new_size <= usable && (new_size * 2 >= usable || usable <= 128) {
+                return p;
+            }
+        } else if new_size > MAX_CLASS_SIZE || align > SLICE_SIZE {
+            let st = I::state();
+            st.enter();
+            let q = huge::realloc(&st.store, seg.cast(), new_size);
+            if !q.is_null() {
+                return q;
+            }
+        }
+        let q = alloc::<I>(new_size, align);
+        if q.is_null() {
+            return q;
+        }
+        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+        check::on_free::<I>(p);
+        free_unchecked::<I>(p);
+        q
+    }
+}
+
+/// Whether `p` points into memory of instance `I`. Safe for any value.
+pub fn owns<I: Instance>(p: *const u8) -> bool {
+    I::state().owns(p)
+}

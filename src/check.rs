@@ -1,0 +1,201 @@
+//! Boundary checks (feature `boundary-checks`): misuse at the API boundary
+//! ends the process with a message naming the problem and the pointer.
+//!
+//! A `GlobalAlloc` must not unwind, so a failed check writes one line to
+//! stderr with a raw `write(2)` (no allocation, no formatting machinery)
+//! and aborts with SIGABRT.
+//!
+//! Double frees and interior pointers are caught exactly: each small
+//! segment keeps one bit per 16-byte granule, set while a block starting
+//! there is live (the bitmap sits in the otherwise unused rest of the
+//! metadata slice and is touched only with this feature). Huge blocks have
+//! a `live` flag. Foreign pointers are recognised with the instance's
+//! segment map; a pointer of another emma instance is told apart by
+//! reading its would-be header with `process_vm_readv`, which cannot fault.
+//!
+//! Without the feature every function here is empty and inlined away.
+
+use crate::api::Instance;
+use crate::sys;
+
+/// Reports misuse: writes `emma: <what> (pointer 0x…)` to stderr and aborts.
+#[cold]
+#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
+pub fn fatal(what: &str, p: *const u8) -> ! {
+    let mut hex = [0u8; 18];
+    hex[0] = b'0';
+    hex[1] = b'x';
+    let v = p as usize;
+    for (i, d) in hex[2..].iter_mut().enumerate() {
+        let nib = (v >> (60 - 4 * i)) & 0xf;
+        *d = b"0123456789abcdef"[nib];
+    }
+    for part in [b"emma: ".as_slice(), what.as_bytes(), b" (pointer ", &hex, b")\n"] {
+        let _ = sys::write_all(2, part);
+    }
+    sys::abort()
+}
+
+#[cfg(feature = "boundary-checks")]
+mod enabled {
+    use super::*;
+    use crate::huge::HugeHeader;
+    use crate::segmap::Chunk;
+    use crate::segment::{segment_of, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
+    use crate::size_class::{class_of_aligned, MAX_CLASS_SIZE};
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// Granule of the live-block bitmap.
+    const GRANULE: usize = 16;
+    const WORDS: usize = SEGMENT_SIZE / GRANULE / 64;
+    /// Where the bitmap starts in the metadata slice.
+    const BITMAP_OFFSET: usize = SLICE_SIZE - WORDS * 8;
+
+    const _: () = assert!(core::mem::size_of::<Segment>() <= BITMAP_OFFSET);
+
+    fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
+        let seg = segment_of(p) as usize;
+        let g = (p as usize - seg) / GRANULE;
+        let word = (seg + BITMAP_OFFSET + (g / 64) * 8) as *const AtomicU64;
+        // SAFETY: the bitmap lies in the segment's metadata slice, mapped
+        // for as long as the segment is.
+        (unsafe { &*word }, 1u64 << (g % 64))
+    }
+
+    /// Marks a new small block live.
+    #[inline]
+    pub fn on_alloc(p: *mut u8) {
+        // SAFETY: `p` was just handed out, so its segment is mapped.
+        if unsafe { crate::segment::is_small(segment_of(p)) } {
+            let (w, m) = bit(p);
+            w.fetch_or(m, Ordering::Relaxed);
+        }
+    }
+
+    /// Checks that `p` is a live block of `I` allocated with `layout`.
+    pub fn validate<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
+        if p.is_null() {
+            fatal("null pointer freed or reallocated", p);
+        }
+        let st = I::state();
+        let seg = segment_of(p);
+        if st.store.segmap.get(seg as usize) != Chunk::Header {
+            foreign::<I>(p);
+        }
+        // SAFETY: the segment map says a header of ours is mapped there.
+        unsafe {
+            if (*seg).kind == Kind::Small as u32 {
+                if (p as usize) - (seg as usize) < SLICE_SIZE {
+                    fatal("pointer into segment metadata: not a block", p);
+                }
+                let page = Segment::page_of(seg.cast(), p);
+                if (*page).slice_count == 0 || !(*page).is_block_start(p) {
+                    fatal("interior or stale pointer: not the start of a block", p);
+                }
+                let (w, m) = bit(p);
+                if w.load(Ordering::Relaxed) & m == 0 {
+                    fatal("double free (block is not live)", p);
+                }
+                if let Some((size, align)) = layout {
+                    check_layout(p, size, align, (*page).block_size as usize, (*page).class as usize);
+                }
+            } else {
+                let h = seg.cast::<HugeHeader>();
+                if (*h).block != p {
+                    fatal("interior pointer into a huge block", p);
+                }
+                if !(*h).live.load(Ordering::Relaxed) {
+                    fatal("double free of a huge block", p);
+                }
+                if let Some((size, align)) = layout {
+                    if size > (*h).usable() || align > (*h).align.max(crate::size_class::MIN_ALIGN) {
+                        fatal("layout does not match the allocation (huge block)", p);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check_layout(p: *mut u8, size: usize, align: usize, block: usize, class: usize) {
+        if size == 0 || !align.is_power_of_two() {
+            fatal("bad layout: zero size or alignment not a power of two", p);
+        }
+        if (p as usize) % align != 0 || size > block {
+            fatal("layout does not match the allocation (size or alignment)", p);
+        }
+        // The block's class must be what `size` asks for, unless an in-place
+        // realloc shrank it (then the block is at most twice the size).
+        let expected = if size <= MAX_CLASS_SIZE { class_of_aligned(size, align.max(16)) } else { None };
+        if expected != Some(class) && size * 2 < block && block > 128 {
+            fatal("layout does not match the allocation (size class)", p);
+        }
+    }
+
+    /// Marks block `p` free; aborts if it was not live.
+    #[inline]
+    pub fn on_free<I: Instance>(p: *mut u8) {
+        let seg = segment_of(p);
+        // SAFETY: validated before.
+        if unsafe { crate::segment::is_small(seg) } {
+            let (w, m) = bit(p);
+            if w.fetch_and(!m, Ordering::Relaxed) & m == 0 {
+                fatal("double free (block is not live)", p);
+            }
+        } else {
+            // SAFETY: validated before: a huge header of ours.
+            let h = unsafe { &*seg.cast::<HugeHeader>() };
+            if !h.live.swap(false, Ordering::Relaxed) {
+                fatal("double free of a huge block", p);
+            }
+        }
+    }
+
+    /// Validates then marks free.
+    #[inline]
+    pub fn on_dealloc<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
+        validate::<I>(p, layout);
+        on_free::<I>(p);
+    }
+
+    /// `p` is not in any segment of `I`: tell another emma instance's block
+    /// from anything else.
+    #[cold]
+    fn foreign<I: Instance>(p: *mut u8) -> ! {
+        let seg = segment_of(p) as usize;
+        let mut hdr = [0u8; core::mem::size_of::<SegmentHeader>()];
+        if sys::read_own_memory(seg, &mut hdr).is_ok() {
+            let kind = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+            let mut inst = [0u8; 8];
+            inst.copy_from_slice(&hdr[8..16]);
+            let inst = usize::from_ne_bytes(inst);
+            let is_emma = kind == Kind::Small as u32 || kind == Kind::Huge as u32;
+            if is_emma && inst != I::state().id() {
+                fatal("wrong instance: block belongs to another emma instance", p);
+            }
+        }
+        fatal("foreign pointer: not allocated by this emma instance", p)
+    }
+}
+
+#[cfg(not(feature = "boundary-checks"))]
+mod enabled {
+    use super::*;
+
+    /// Nothing to record without `boundary-checks`.
+    #[inline(always)]
+    pub fn on_alloc(_p: *mut u8) {}
+
+    /// Nothing to check without `boundary-checks`.
+    #[inline(always)]
+    pub fn validate<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) {}
+
+    /// Nothing to record without `boundary-checks`.
+    #[inline(always)]
+    pub fn on_free<I: Instance>(_p: *mut u8) {}
+
+    /// Nothing to check without `boundary-checks`.
+    #[inline(always)]
+    pub fn on_dealloc<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) {}
+}
+
+pub use enabled::*;

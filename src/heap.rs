@@ -1,0 +1,595 @@
+//! Heaps: one thread's pages, free lists and inbox of remote frees.
+//!
+//! # Allocation code overview
+//!
+//! ```text
+//! api::alloc::<I>(layout)
+//!   heap = I::heap()                     TLS slot, or thread-pointer table
+//!   Heap::alloc(heap, class)             fast: pop page.free, used += 1
+//!     Heap::alloc_slow(heap, class)      #[cold]
+//!       drain_remote                     free blocks other threads sent us
+//!       Heap::alloc_from_queue           next page with free or uncarved blocks
+//!       Heap::alloc_from_new_page        slices from our segments, or
+//!         SegmentStore::alloc_segment    a cached or fresh segment
+//!   api::alloc_slow::<I>                 no heap yet: instance::acquire_heap
+//!   huge::alloc                          too large or too aligned for a page
+//!
+//! api::dealloc::<I>(ptr)
+//!   segment_of(ptr)                      mask
+//!   owner == this thread's heap?
+//!     yes: Heap::free_local              push page.free, used -= 1
+//!          Heap::free_local_slow         page became empty or was full
+//!     no:  Heap::free_remote             one CAS onto owner.remote
+//! ```
+//!
+//! # Ownership
+//! A heap belongs to one thread at a time (see [`crate::instance`] for how
+//! threads claim heaps). Only the owner touches its pages, queues and
+//! segments, so none of that needs atomics. Other threads only push onto
+//! `remote`. Heaps are never freed while the instance lives: when a thread
+//! exits, its heap (with its segments and pages) waits for a new owner.
+//!
+//! # Invariants
+//! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
+//! - every page on `queues[c]` has class `c` and `in_queue` set; a page of
+//!   ours with live blocks that is not queued is *full* (no free and no
+//!   uncarved blocks);
+//! - an empty page (no live block) is released to its segment unless it is
+//!   the only page of its queue;
+//! - every segment on `segments` has `owner == self`.
+
+use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment};
+use crate::size_class::{Class, CLASS_COUNT};
+use crate::instance::InstanceState;
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// Carving touches memory: carve about this many bytes of blocks at a time.
+const EXTEND_BYTES: usize = 4096;
+
+/// A doubly linked list of pages of one class.
+#[derive(Clone, Copy)]
+struct Queue {
+    first: *mut Page,
+    last: *mut Page,
+}
+
+/// Per-heap counters, written only by the owner (plain load + store) and
+/// read racily by statistics.
+pub struct HeapStats {
+    /// Pages set up and not yet released.
+    pub pages: AtomicUsize,
+    /// Segments owned.
+    pub segments: AtomicUsize,
+    /// Blocks received through `remote` and freed.
+    pub remote_frees: AtomicUsize,
+}
+
+/// One thread's allocation state. See the module docs.
+#[repr(C)]
+pub struct Heap {
+    /// The current page of each class; read by the allocation fast path.
+    pages: [*mut Page; CLASS_COUNT],
+    /// Blocks freed by other threads, pushed with CAS, taken all at once.
+    remote: AtomicPtr<Block>,
+    /// Thread pointer of the owning thread (0: none).
+    pub owner_tp: AtomicUsize,
+    /// Kernel thread id of the owning thread (0: none).
+    pub owner_tid: AtomicU32,
+    /// The instance's fork epoch when the owner last claimed or refreshed
+    /// the heap; a heap from an older epoch was inherited through `fork`.
+    pub epoch: AtomicU32,
+    /// Nesting depth of slow paths the owner is in. A heap inherited
+    /// through `fork` with `busy != 0` may be half-updated and is never
+    /// reused.
+    pub busy: AtomicU32,
+    /// The instance that supplies the heap's segments.
+    instance: *const InstanceState,
+    queues: [Queue; CLASS_COUNT],
+    /// Owned segments, linked through `Segment::next/prev`.
+    segments: *mut Segment,
+    /// Next heap in the instance's registry (immutable once published).
+    pub next_heap: *mut Heap,
+    /// Counters.
+    pub stats: HeapStats,
+}
+
+/// A `Sync` wrapper for the immutable statics below.
+#[repr(transparent)]
+pub struct Frozen<T>(UnsafeCell<T>);
+// SAFETY: the wrapped statics are never written (every write path starts
+// by checking that the heap is not the empty one).
+unsafe impl<T> Sync for Frozen<T> {}
+
+impl<T> Frozen<T> {
+    /// The wrapped value's address.
+    pub const fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+/// The page every empty queue points to: no free blocks, ever.
+static EMPTY_PAGE: Frozen<Page> = Frozen(UnsafeCell::new(Page::empty()));
+
+/// The heap a thread starts with: every class points at [`EMPTY_PAGE`], so
+/// the first allocation falls into the slow path, which claims a real heap.
+pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
+
+/// Address of [`EMPTY_HEAP`].
+#[inline(always)]
+pub const fn empty_heap() -> *mut Heap {
+    EMPTY_HEAP.get()
+}
+
+impl Heap {
+    /// A heap with no pages, drawing segments from `instance`.
+    pub const fn new(instance: *const InstanceState) -> Heap {
+        Heap {
+            pages: [EMPTY_PAGE.get(); CLASS_COUNT],
+            remote: AtomicPtr::new(ptr::null_mut()),
+            owner_tp: AtomicUsize::new(0),
+            owner_tid: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
+            busy: AtomicU32::new(0),
+            instance,
+            queues: [Queue {
+                first: ptr::null_mut(),
+                last: ptr::null_mut(),
+            }; CLASS_COUNT],
+            segments: ptr::null_mut(),
+            next_heap: ptr::null_mut(),
+            stats: HeapStats {
+                pages: AtomicUsize::new(0),
+                segments: AtomicUsize::new(0),
+                remote_frees: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    /// Pops a block of class `c`: the allocation fast path.
+    ///
+    /// About 7 instructions when the current page has a free block: load
+    /// the page, load its free list head, test, load the link, store it,
+    /// bump `used`.
+    ///
+    /// # Safety
+    /// The calling thread owns `h` (or `h` is the empty heap).
+    #[inline(always)]
+    pub unsafe fn alloc(h: *mut Heap, c: Class) -> *mut u8 {
+        // SAFETY: the owner may read its pages; `c < CLASS_COUNT`.
+        unsafe {
+            let page = *(*h).pages.get_unchecked(c);
+            let b = (*page).free;
+            if b.is_null() {
+                return core::ptr::null_mut();
+            }
+            (*page).free = Block::next(b);
+            (*page).used += 1;
+            b.cast()
+        }
+    }
+
+    /// Whether `h` is the shared empty heap (no thread's real heap).
+    #[inline(always)]
+    pub fn is_empty_heap(h: *mut Heap) -> bool {
+        h == empty_heap()
+    }
+
+    fn inst(&self) -> &InstanceState {
+        // SAFETY: real heaps point at their instance's static state.
+        unsafe { &*self.instance }
+    }
+
+    /// Marks the start (`+1`) and end (`-1`) of a slow path, for fork
+    /// safety: a fork child never reuses a heap whose owner was inside one.
+    /// The fences keep the compiler from moving heap updates outside.
+    fn set_busy(&self, enter: bool) {
+        compiler_fence(Ordering::SeqCst);
+        let depth = self.busy.load(Ordering::Relaxed);
+        let depth = if enter { depth + 1 } else { depth - 1 };
+        self.busy.store(depth, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// The allocation slow path: the current page of class `c` is empty.
+    /// Returns null only if no memory could be had.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
+    #[cold]
+    pub unsafe fn alloc_slow(h: *mut Heap, c: Class) -> *mut u8 {
+        // SAFETY: per contract.
+        unsafe {
+            (*h).set_busy(true);
+            Heap::drain_remote(h);
+            let mut b = Heap::alloc_from_queue(h, c);
+            if b.is_null() {
+                b = Heap::alloc_from_new_page(h, c);
+            }
+            (*h).set_busy(false);
+            b
+        }
+    }
+
+    /// Takes a block from the first page of the queue that has one,
+    /// carving more blocks if needed; full pages leave the queue.
+    unsafe fn alloc_from_queue(h: *mut Heap, c: Class) -> *mut u8 {
+        // SAFETY: the owner walks its own queue.
+        unsafe {
+            loop {
+                let page = (*h).queues[c].first;
+                if page.is_null() {
+                    return ptr::null_mut();
+                }
+                if (*page).free.is_null() {
+                    let max = (EXTEND_BYTES / (*page).block_size as usize).max(1) as u32;
+                    (*page).extend(max);
+                }
+                if !(*page).free.is_null() {
+                    return Heap::alloc(h, c);
+                }
+                // Full: it rejoins the queue when one of its blocks is freed.
+                Heap::unlink(h, page);
+            }
+        }
+    }
+
+    /// Sets up a new page of class `c` and takes its first block.
+    unsafe fn alloc_from_new_page(h: *mut Heap, c: Class) -> *mut u8 {
+        let n = page_slices(c);
+        // SAFETY: the owner manages its segments.
+        unsafe {
+            let mut seg = (*h).segments;
+            let mut head = None;
+            while !seg.is_null() {
+                head = (*seg).find_span(n);
+                if head.is_some() {
+                    break;
+                }
+                seg = (*seg).next;
+            }
+            let head = match head {
+                Some(i) => i,
+                None => {
+                    seg = (*h).inst().alloc_segment();
+                    if seg.is_null() {
+                        return ptr::null_mut();
+                    }
+                    (*seg).header.owner.store(h, Ordering::Release);
+                    Heap::link_segment(h, seg);
+                    match (*seg).find_span(n) {
+                        Some(i) => i,
+                        None => return ptr::null_mut(), // unreachable: n < SLICES
+                    }
+                }
+            };
+            let page = Segment::setup_page(seg, head, n, c);
+            bump(&(*h).stats.pages, 1);
+            Heap::push_front(h, page);
+            Heap::alloc_from_queue(h, c)
+        }
+    }
+
+    /// Frees block `p` of `page` on the owner's thread: the free fast path.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `p` is a live block of `page`, a page of
+    /// `h`.
+    #[inline(always)]
+    pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
+        // SAFETY: per contract.
+        unsafe {
+            Block::set_next(p.cast(), (*page).free);
+            (*page).free = p.cast();
+            (*page).free_is_zero = false;
+            (*page).used -= 1;
+            if (*page).used == 0 || !(*page).in_queue {
+                Heap::free_local_slow(h, page);
+            }
+        }
+    }
+
+    /// A local free emptied `page` or hit a full (unqueued) page.
+    #[cold]
+    unsafe fn free_local_slow(h: *mut Heap, page: *mut Page) {
+        // SAFETY: the owner manages its pages.
+        unsafe {
+            (*h).set_busy(true);
+            if !(*page).in_queue {
+                if (*page).used == 0 {
+                    Heap::retire(h, page);
+                } else {
+                    Heap::push_back(h, page);
+                }
+            } else if (*page).used == 0 {
+                let c = (*page).class as usize;
+                let alone = (*h).queues[c].first == page && (*page).next.is_null();
+                if !alone {
+                    Heap::unlink(h, page);
+                    Heap::retire(h, page);
+                }
+            }
+            (*h).set_busy(false);
+        }
+    }
+
+    /// Gives an empty, unqueued page back to its segment, and the segment
+    /// back to the store if it was the last page (keeping one segment per
+    /// heap to avoid mapping churn).
+    unsafe fn retire(h: *mut Heap, page: *mut Page) {
+        // SAFETY: the owner manages its pages and segments.
+        unsafe {
+            bump(&(*h).stats.pages, usize::MAX);
+            let seg = Page::segment(page);
+            if Segment::release_page(page) && !((*h).segments == seg && (*seg).next.is_null()) {
+                Heap::unlink_segment(h, seg);
+                (*h).inst().release_segment(seg);
+            }
+        }
+    }
+
+    /// Sends block `p` to heap `owner` from another thread: one CAS.
+    ///
+    /// # Safety
+    /// `p` is a live block of a page of `owner`, no longer used by the caller.
+    #[inline]
+    pub unsafe fn free_remote(owner: *mut Heap, p: *mut u8) {
+        // SAFETY: heaps outlive their blocks; `p` is ours to link.
+        let head = unsafe { &(*owner).remote };
+        let b = p.cast::<Block>();
+        let mut old = head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the block is ours until the CAS publishes it.
+            unsafe { Block::set_next(b, old) };
+            match head.compare_exchange_weak(old, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(cur) => old = cur,
+            }
+        }
+    }
+
+    /// Frees every block other threads sent us.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`.
+    pub unsafe fn drain_remote(h: *mut Heap) {
+        // SAFETY: per contract; blocks on `remote` are blocks of our pages.
+        unsafe {
+            let mut b = (*h).remote.swap(ptr::null_mut(), Ordering::Acquire);
+            let mut n = 0;
+            while !b.is_null() {
+                let next = Block::next(b);
+                let p = b.cast::<u8>();
+                let seg = segment_of(p).cast::<Segment>();
+                Heap::free_local(h, Segment::page_of(seg, p), p);
+                b = next;
+                n += 1;
+            }
+            bump(&(*h).stats.remote_frees, n);
+        }
+    }
+
+    /// Whether other threads have sent blocks that are not yet drained.
+    pub fn has_remote(&self) -> bool {
+        !self.remote.load(Ordering::Relaxed).is_null()
+    }
+
+    /// Releases every empty page and every segment without pages, and
+    /// purges the free slices of the segments kept.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
+    pub unsafe fn trim(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            (*h).set_busy(true);
+            Heap::drain_remote(h);
+            for c in 0..CLASS_COUNT {
+                let mut page = (*h).queues[c].first;
+                while !page.is_null() {
+                    let next = (*page).next;
+                    if (*page).used == 0 {
+                        Heap::unlink(h, page);
+                        bump(&(*h).stats.pages, usize::MAX);
+                        Segment::release_page(page);
+                    }
+                    page = next;
+                }
+            }
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let next = (*seg).next;
+                if (*seg).pages_in_use == 0 {
+                    Heap::unlink_segment(h, seg);
+                    (*h).inst().release_segment(seg);
+                } else {
+                    (*h).inst().purge_segment(seg);
+                }
+                seg = next;
+            }
+            (*h).set_busy(false);
+        }
+    }
+
+    /// Re-checks the heap's invariants (see the module docs) and every
+    /// queued page's counting identities.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`.
+    pub unsafe fn check(h: *mut Heap) -> Result<(), &'static str> {
+        // SAFETY: per contract.
+        unsafe {
+            for c in 0..CLASS_COUNT {
+                let q = (*h).queues[c];
+                let expect = if q.first.is_null() { EMPTY_PAGE.get() } else { q.first };
+                if (*h).pages[c] != expect {
+                    return Err("fast-path page is not the queue head");
+                }
+                let mut prev: *mut Page = ptr::null_mut();
+                let mut page = q.first;
+                while !page.is_null() {
+                    let p = &*page;
+                    if p.class as usize != c || !p.in_queue || p.prev != prev {
+                        return Err("queue links or class broken");
+                    }
+                    if owner_of(Page::segment(page).cast()) != h {
+                        return Err("queued page in a segment of another heap");
+                    }
+                    p.check()?;
+                    prev = page;
+                    page = p.next;
+                }
+                if q.last != prev {
+                    return Err("queue tail broken");
+                }
+            }
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                if owner_of(seg.cast()) != h {
+                    return Err("heap lists a segment it does not own");
+                }
+                seg = (*seg).next;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every segment the heap owns.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, or `h` is quiescent.
+    pub unsafe fn for_each_segment(h: *mut Heap, mut f: impl FnMut(*mut Segment)) {
+        // SAFETY: per contract.
+        unsafe {
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let next = (*seg).next;
+                f(seg);
+                seg = next;
+            }
+        }
+    }
+
+    /// Forgets all pages and segments (after teardown unmapped them), keeping
+    /// the heap's identity fields.
+    ///
+    /// # Safety
+    /// Nobody may use the heap's old pages any more.
+    pub unsafe fn reset(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            let fresh = Heap::new((*h).instance);
+            (*h).pages = fresh.pages;
+            (*h).queues = fresh.queues;
+            (*h).segments = ptr::null_mut();
+            (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
+            (*h).stats.pages.store(0, Ordering::Relaxed);
+            (*h).stats.segments.store(0, Ordering::Relaxed);
+        }
+    }
+
+    // ---- queue and list plumbing -------------------------------------
+
+    unsafe fn set_first(h: *mut Heap, c: Class, page: *mut Page) {
+        // SAFETY: owner only.
+        unsafe {
+            (*h).queues[c].first = page;
+            (*h).pages[c] = if page.is_null() { EMPTY_PAGE.get() } else { page };
+        }
+    }
+
+    unsafe fn push_front(h: *mut Heap, page: *mut Page) {
+        // SAFETY: owner only; `page` is on no queue.
+        unsafe {
+            let c = (*page).class as usize;
+            let first = (*h).queues[c].first;
+            (*page).prev = ptr::null_mut();
+            (*page).next = first;
+            (*page).in_queue = true;
+            if first.is_null() {
+                (*h).queues[c].last = page;
+            } else {
+                (*first).prev = page;
+            }
+            Heap::set_first(h, c, page);
+        }
+    }
+
+    unsafe fn push_back(h: *mut Heap, page: *mut Page) {
+        // SAFETY: owner only; `page` is on no queue.
+        unsafe {
+            let c = (*page).class as usize;
+            let last = (*h).queues[c].last;
+            (*page).next = ptr::null_mut();
+            (*page).prev = last;
+            (*page).in_queue = true;
+            (*h).queues[c].last = page;
+            if last.is_null() {
+                Heap::set_first(h, c, page);
+            } else {
+                (*last).next = page;
+            }
+        }
+    }
+
+    unsafe fn unlink(h: *mut Heap, page: *mut Page) {
+        // SAFETY: owner only; `page` is on its class queue.
+        unsafe {
+            let c = (*page).class as usize;
+            let (prev, next) = ((*page).prev, (*page).next);
+            if prev.is_null() {
+                Heap::set_first(h, c, next);
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                (*h).queues[c].last = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*page).next = ptr::null_mut();
+            (*page).prev = ptr::null_mut();
+            (*page).in_queue = false;
+        }
+    }
+
+    unsafe fn link_segment(h: *mut Heap, seg: *mut Segment) {
+        // SAFETY: owner only.
+        unsafe {
+            (*seg).prev = ptr::null_mut();
+            (*seg).next = (*h).segments;
+            if !(*h).segments.is_null() {
+                (*(*h).segments).prev = seg;
+            }
+            (*h).segments = seg;
+            bump(&(*h).stats.segments, 1);
+        }
+    }
+
+    unsafe fn unlink_segment(h: *mut Heap, seg: *mut Segment) {
+        // SAFETY: owner only; `seg` is on our list.
+        unsafe {
+            let (prev, next) = ((*seg).prev, (*seg).next);
+            if prev.is_null() {
+                (*h).segments = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            bump(&(*h).stats.segments, usize::MAX);
+        }
+    }
+}
+
+/// Adds `n` (wrapping: `usize::MAX` subtracts one) to an owner-written
+/// counter without an atomic read-modify-write.
+#[inline]
+fn bump(counter: &AtomicUsize, n: usize) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}

@@ -1,0 +1,462 @@
+//! The instance: every piece of state one emma allocator has.
+//!
+//! [`InstanceState`] is `const`-constructible and lives in a hidden static
+//! that [`emma_instance!`](crate::emma_instance) mints for each instance, so
+//! two instances share nothing: not a lock, not a segment, not a counter.
+//!
+//! # Which heap does a thread use?
+//! - With `tls`: the heap pointer in the instance's `#[thread_local]` slot.
+//! - Without: the thread pointer hashed into [`InstanceState`]'s
+//!   `tp_table`; the entry is used only if the heap's `owner_tp` equals the
+//!   caller's thread pointer.
+//!
+//! A thread without a heap *claims* one in [`InstanceState::acquire_heap`],
+//! in this order:
+//! 1. a heap whose `owner_tp` is the caller's thread pointer: its owner has
+//!    exited (two live threads never share a thread pointer) and the thread
+//!    library reused its stack for the caller;
+//! 2. a heap nobody owns (never claimed, or released by teardown);
+//! 3. with `tls` only: a heap whose owner thread id no longer exists
+//!    (`tgkill(pid, tid, 0)` answers ESRCH). Without `tls` this rule is off:
+//!    another thread could be reaching that heap through `tp_table` by
+//!    rule 1 at the same moment, and nothing would tell the two apart;
+//! 4. a new heap from the instance's metadata arena.
+//!
+//! Claims are made with a compare-and-swap on `owner_tid`, so two threads
+//! never take the same heap. Heaps are never freed while the instance
+//! lives, which keeps every segment's `owner` pointer valid.
+//!
+//! # fork
+//! The first slow path in a child notices the fork through
+//! [`ForkWatch`] and repairs: the store's lock and caches are reset,
+//! `tp_table` is cleared and the fork *epoch* advances. Heaps from the
+//! parent are then *stale*: a stale heap whose owner was inside a slow path
+//! (`busy`) is never touched again; others may be claimed by rule 1 only
+//! (thread ids are from another process). The forking thread keeps its
+//! heap: with `tls` through its slot, without through rule 1.
+
+use crate::heap::{empty_heap, Heap};
+use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
+use crate::segmap::Chunk;
+use crate::store::SegmentStore;
+use crate::sync::{ForkState, ForkWatch};
+use crate::{sys, thread};
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+/// Entries in the thread-pointer table (without `tls`).
+const TP_TABLE_LEN: usize = 256;
+/// Heap metadata is carved from mappings of this size.
+const ARENA_CHUNK: usize = 64 * 1024;
+
+/// Bump allocator for heap metadata (behind the store's lock).
+struct Arena {
+    cur: usize,
+    end: usize,
+    /// Chunks, linked through their first word, for teardown.
+    chunks: *mut u8,
+}
+
+/// All state of one emma instance. See the module docs.
+pub struct InstanceState {
+    /// Segments, huge blocks, the segment map and mapping statistics.
+    pub store: SegmentStore,
+    fork: ForkWatch,
+    /// Set once the instance's one-time setup ran.
+    ready: AtomicU32,
+    /// Advanced by each fork repair; see the module docs.
+    epoch: AtomicU32,
+    /// Every heap ever made, linked through `Heap::next_heap`.
+    heaps: AtomicPtr<Heap>,
+    /// Length of the `heaps` list.
+    heap_count: AtomicUsize,
+    arena: UnsafeCell<Arena>,
+    tp_table: [AtomicPtr<Heap>; TP_TABLE_LEN],
+}
+
+// SAFETY: `arena` is only touched with the store's lock held; everything
+// else is atomic or internally synchronised.
+unsafe impl Sync for InstanceState {}
+
+impl InstanceState {
+    /// A fresh instance: nothing mapped until the first allocation.
+    pub const fn new() -> Self {
+        InstanceState {
+            store: SegmentStore::new(),
+            fork: ForkWatch::new(),
+            ready: AtomicU32::new(0),
+            epoch: AtomicU32::new(1),
+            heaps: AtomicPtr::new(ptr::null_mut()),
+            heap_count: AtomicUsize::new(0),
+            arena: UnsafeCell::new(Arena {
+                cur: 0,
+                end: 0,
+                chunks: ptr::null_mut(),
+            }),
+            tp_table: [const { AtomicPtr::new(empty_heap()) }; TP_TABLE_LEN],
+        }
+    }
+
+    /// The instance's identity, stored in every segment header.
+    #[inline(always)]
+    pub fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Runs on every slow path before shared state is touched: one-time
+    /// setup, and repair after a fork.
+    #[inline]
+    pub fn enter(&self) {
+        if self.ready.load(Ordering::Acquire) == 0 {
+            self.setup();
+        }
+        if self.fork.check() == ForkState::MustRepair {
+            self.repair_after_fork();
+        }
+    }
+
+    #[cold]
+    fn setup(&self) {
+        let _g = self.store.lock();
+        if self.ready.load(Ordering::Relaxed) == 0 {
+            self.fork.arm();
+            self.ready.store(1, Ordering::Release);
+        }
+    }
+
+    #[cold]
+    fn repair_after_fork(&self) {
+        // SAFETY: we won the repair; the threads that could hold the lock
+        // or be inside the caches do not exist in this process.
+        unsafe {
+            self.store.repair_after_fork();
+            *self.arena.get() = Arena {
+                cur: 0,
+                end: 0,
+                chunks: (*self.arena.get()).chunks,
+            };
+        }
+        for e in &self.tp_table {
+            e.store(empty_heap(), Ordering::Relaxed);
+        }
+        self.epoch.fetch_add(1, Ordering::Release);
+        self.fork.repaired();
+    }
+
+    /// The current fork epoch.
+    pub fn epoch(&self) -> u32 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    // ---- segments, for heaps ---------------------------------------
+
+    /// A segment for a heap's new page (null if out of memory).
+    pub(crate) fn alloc_segment(&self) -> *mut Segment {
+        self.enter();
+        self.store.alloc_segment(self.id())
+    }
+
+    /// Takes back a heap's empty segment.
+    ///
+    /// # Safety
+    /// As for [`SegmentStore::release_segment`].
+    pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
+        self.enter();
+        // SAFETY: forwarded contract.
+        unsafe { self.store.release_segment(seg) }
+    }
+
+    /// Purges a heap's segment's free slices.
+    ///
+    /// # Safety
+    /// As for [`SegmentStore::purge_segment`].
+    pub(crate) unsafe fn purge_segment(&self, seg: *mut Segment) {
+        // SAFETY: forwarded contract.
+        unsafe { self.store.purge_segment(seg) }
+    }
+
+    // ---- heaps -------------------------------------------------------
+
+    /// Without `tls`: the calling thread's heap from the thread-pointer
+    /// table, or the empty heap. About five instructions.
+    #[inline(always)]
+    pub fn tp_heap(&self) -> *mut Heap {
+        let tp = thread::thread_pointer();
+        let h = self.tp_table[tp_hash(tp)].load(Ordering::Relaxed);
+        // SAFETY: table entries are the empty heap or real heaps, which
+        // live as long as the instance.
+        if unsafe { (*h).owner_tp.load(Ordering::Relaxed) } == tp {
+            h
+        } else {
+            empty_heap()
+        }
+    }
+
+    /// Without `tls`: remembers `h` as the calling thread's heap.
+    pub fn set_tp_heap(&self, h: *mut Heap) {
+        let tp = thread::thread_pointer();
+        self.tp_table[tp_hash(tp)].store(h, Ordering::Relaxed);
+    }
+
+    /// Claims a heap for the calling thread (see the module docs). Null if
+    /// a new heap was needed and no memory could be had.
+    ///
+    /// `by_tid` enables rule 3 (only sound with `tls`).
+    #[cold]
+    pub fn acquire_heap(&self, by_tid: bool) -> *mut Heap {
+        self.enter();
+        let tp = thread::thread_pointer();
+        let tid = sys::gettid();
+        let epoch = self.epoch();
+        // Rule 1: our own thread pointer (our heap, or a dead thread's
+        // whose stack we inherited), unless it was inside a slow path at a fork.
+        let found = self.claim_where(tid, |h| {
+            let stale = h.epoch.load(Ordering::Relaxed) != epoch;
+            h.owner_tp.load(Ordering::Relaxed) == tp
+                && !(stale && h.busy.load(Ordering::Relaxed) != 0)
+        });
+        // Rule 2: nobody's.
+        let found = found.or_else(|| {
+            self.claim_where(tid, |h| {
+                h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner_tp.load(Ordering::Relaxed) == 0
+            })
+        });
+        // Rule 3: a dead owner's (with `tls` only).
+        let found = found.or_else(|| {
+            if !by_tid {
+                return None;
+            }
+            self.claim_where(tid, |h| {
+                let owner = h.owner_tid.load(Ordering::Relaxed);
+                owner != 0
+                    && owner != tid
+                    && h.epoch.load(Ordering::Relaxed) == epoch
+                    && !sys::thread_alive(owner)
+            })
+        });
+        let h = match found {
+            Some(h) => h,
+            None => match self.new_heap(tid) {
+                Some(h) => h,
+                None => return ptr::null_mut(),
+            },
+        };
+        // SAFETY: as above; the heap is now ours.
+        let hr = unsafe { &*h };
+        hr.owner_tp.store(tp, Ordering::Relaxed);
+        hr.epoch.store(epoch, Ordering::Relaxed);
+        hr.busy.store(0, Ordering::Relaxed);
+        h
+    }
+
+    /// Refreshes the calling thread's own heap after a fork (new thread id,
+    /// current epoch), so that it counts as alive again.
+    pub fn refresh_heap(&self, h: *mut Heap) {
+        // SAFETY: the caller owns `h`, a real heap.
+        let hr = unsafe { &*h };
+        hr.owner_tid.store(sys::gettid(), Ordering::Relaxed);
+        hr.epoch.store(self.epoch(), Ordering::Relaxed);
+    }
+
+    fn find_heap(&self, mut pred: impl FnMut(&Heap) -> bool) -> Option<*mut Heap> {
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: registry heaps live as long as the instance.
+            let hr = unsafe { &*h };
+            if pred(hr) {
+                return Some(h);
+            }
+            h = hr.next_heap;
+        }
+        None
+    }
+
+    /// The first heap matching `pred` that we manage to claim (CAS of
+    /// `owner_tid` from the value `pred` saw to `tid`).
+    fn claim_where(&self, tid: u32, mut pred: impl FnMut(&Heap) -> bool) -> Option<*mut Heap> {
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: as in `find_heap`.
+            let hr = unsafe { &*h };
+            let seen = hr.owner_tid.load(Ordering::Relaxed);
+            if pred(hr)
+                && hr
+                    .owner_tid
+                    .compare_exchange(seen, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Some(h);
+            }
+            h = hr.next_heap;
+        }
+        None
+    }
+
+    fn new_heap(&self, tid: u32) -> Option<*mut Heap> {
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        let mem = {
+            let _g = self.store.lock();
+            // SAFETY: lock held.
+            let a = unsafe { &mut *self.arena.get() };
+            if a.end - a.cur < size {
+                self.store.charge(ARENA_CHUNK).ok()?;
+                let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
+                    self.store.uncharge(ARENA_CHUNK);
+                    return None;
+                };
+                let c = chunk.as_ptr();
+                // SAFETY: fresh chunk; its first word links the chunk list.
+                unsafe { c.cast::<*mut u8>().write(a.chunks) };
+                a.chunks = c;
+                a.cur = c as usize + 64;
+                a.end = c as usize + ARENA_CHUNK;
+            }
+            let m = a.cur;
+            a.cur += size;
+            m as *mut Heap
+        };
+        // SAFETY: `mem` is fresh arena memory of the right size and alignment.
+        unsafe {
+            mem.write(Heap::new(self));
+            (*mem).owner_tid.store(tid, Ordering::Relaxed);
+            let mut head = self.heaps.load(Ordering::Relaxed);
+            loop {
+                (*mem).next_heap = head;
+                match self
+                    .heaps
+                    .compare_exchange_weak(head, mem, Ordering::Release, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(x) => head = x,
+                }
+            }
+        }
+        self.heap_count.fetch_add(1, Ordering::Relaxed);
+        Some(mem)
+    }
+
+    /// Number of heaps the instance has made.
+    pub fn heap_count(&self) -> usize {
+        self.heap_count.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` for every heap.
+    pub fn for_each_heap(&self, mut f: impl FnMut(&Heap)) {
+        let _ = self.find_heap(|h| {
+            f(h);
+            false
+        });
+    }
+
+    // ---- the address space -------------------------------------------
+
+    /// Whether `p` points into memory this instance has mapped for blocks
+    /// (a small segment, or a huge block's mapping). Safe for any value:
+    /// answered from the segment map, without touching `p`.
+    pub fn owns(&self, p: *const u8) -> bool {
+        let addr = p as usize;
+        match self.store.segmap.get(addr) {
+            Chunk::Foreign => false,
+            Chunk::Interior => true,
+            Chunk::Header => {
+                // A huge block may begin exactly at the next chunk boundary;
+                // the header chunk itself only holds metadata below it.
+                addr & (SEGMENT_SIZE - 1) != 0 || addr == 0
+            }
+        }
+    }
+
+    /// Calls `f(base, len)` for every mapping (segment or huge block) the
+    /// instance has; for diagnostics, tests and teardown.
+    pub fn for_each_mapping(&self, mut f: impl FnMut(usize, usize)) {
+        self.store.segmap.for_each_header(|base| {
+            let h = base as *const SegmentHeader;
+            // SAFETY: header chunks of our map are mapped segments.
+            let len = unsafe {
+                if (*h).kind == Kind::Huge as u32 {
+                    (*(h as *const crate::huge::HugeHeader)).map_len
+                } else {
+                    SEGMENT_SIZE
+                }
+            };
+            f(base, len);
+        });
+    }
+
+    /// Gives back to the kernel what the calling thread's heap and the
+    /// instance's caches hold without live blocks.
+    ///
+    /// # Safety
+    /// `h` is the calling thread's heap (or the empty heap).
+    pub unsafe fn trim(&self, h: *mut Heap) {
+        self.enter();
+        if !Heap::is_empty_heap(h) {
+            // SAFETY: per contract.
+            unsafe { Heap::trim(h) };
+        }
+        self.store.drain_caches();
+    }
+
+    /// Unmaps everything the instance has mapped and returns it to its
+    /// initial state, except that heaps stay registered (without pages)
+    /// so that threads still pointing at them find them empty.
+    ///
+    /// # Safety
+    /// No block of the instance may be used after the call, and no other
+    /// thread may be inside the instance during it.
+    pub unsafe fn teardown(&self) {
+        let mut maps: [(usize, usize); 32] = [(0, 0); 32];
+        loop {
+            let mut n = 0;
+            self.for_each_mapping(|b, l| {
+                if n < maps.len() {
+                    maps[n] = (b, l);
+                    n += 1;
+                }
+            });
+            if n == 0 {
+                break;
+            }
+            for &(b, l) in &maps[..n] {
+                // SAFETY: per contract nobody uses the instance's memory.
+                unsafe { self.store.unmap(NonNull::new_unchecked(b as *mut u8), l) };
+            }
+        }
+        // SAFETY: per contract.
+        unsafe {
+            self.store.repair_after_fork();
+        }
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: heaps stay mapped (the arena survives teardown).
+            unsafe {
+                Heap::reset(h);
+                (*h).owner_tid.store(0, Ordering::Relaxed);
+                (*h).owner_tp.store(0, Ordering::Relaxed);
+                h = (*h).next_heap;
+            }
+        }
+        for e in &self.tp_table {
+            e.store(empty_heap(), Ordering::Relaxed);
+        }
+        self.store.stats.segments.store(0, Ordering::Relaxed);
+        self.store.stats.huge_blocks.store(0, Ordering::Relaxed);
+        self.store.stats.huge_bytes.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Default for InstanceState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Thread pointers are page aligned-ish and spread in the address space:
+/// a multiplicative hash of the bits above the page offset.
+#[inline(always)]
+fn tp_hash(tp: usize) -> usize {
+    ((tp >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - 8)) & (TP_TABLE_LEN - 1)
+}
+
+const _: () = assert!(TP_TABLE_LEN == 256);

@@ -1,0 +1,179 @@
+//! # emma — an EMbeddable Memory Allocator
+//!
+//! A general-purpose, thread-safe memory allocator for Linux on x86_64,
+//! written in `no_std` Rust with no libc underneath: every OS service is a
+//! raw system call, and the only memory it uses is what it maps itself.
+//! That makes it embeddable anywhere — a `dlopen`ed plugin, an
+//! `LD_PRELOAD`ed tool, a program with no libc at all — and as many times
+//! as you like in one process: each [`emma_instance!`] is a separate
+//! allocator with its own state, segments and thread-local slot.
+//!
+//! ```
+//! emma::emma_instance!(pub PluginHeap);
+//!
+//! #[global_allocator]
+//! static GLOBAL: PluginHeap = PluginHeap::new();
+//!
+//! let words: Vec<String> = ["isolated", "heaps"].iter().map(|s| s.to_string()).collect();
+//! assert_eq!(words.join(" "), "isolated heaps");
+//! ```
+//!
+//! Instances are also usable side by side, without being the global
+//! allocator, through [`GlobalAlloc`](core::alloc::GlobalAlloc) and the
+//! methods of [`Instance`]:
+//!
+//! ```
+//! use core::alloc::{GlobalAlloc, Layout};
+//! use emma::Instance;
+//!
+//! emma::emma_instance!(Cache);
+//! emma::emma_instance!(Scratch);
+//!
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! let p = unsafe { Cache.alloc(layout) };
+//! assert!(Cache.owns(p) && !Scratch.owns(p));
+//! unsafe { Cache.dealloc(p, layout) };
+//! ```
+//!
+//! ## Features
+//! - `tls` (nightly): each thread's heap is found through a
+//!   `#[thread_local]` slot read with initial-exec TLS (no loader call, even
+//!   in a `cdylib`). Without it, through the thread pointer and a small
+//!   per-instance table.
+//! - `boundary-checks`: double frees, foreign pointers, pointers of another
+//!   instance and mismatched layouts abort with a message naming the
+//!   problem and the pointer.
+//!
+//! ## Architecture, bottom up
+//! `sys` (raw syscalls) → `os` (aligned mappings, purging) → `sync` (futex
+//! lock, fork detection) → `size_class` → `segment` (segments, pages) and
+//! `segmap` → `store` and `huge` (an instance's supply of segments) → `heap`
+//! (per-thread pages and free lists) → `instance` (all state of one
+//! instance) → `api` (entry points generic over the instance) → the
+//! [`emma_instance!`] macro.
+
+#![no_std]
+#![cfg_attr(feature = "tls", feature(allow_internal_unstable))]
+#![cfg_attr(feature = "tls", allow(internal_features))]
+#![warn(missing_docs)]
+
+#[cfg(test)]
+extern crate std;
+
+mod api;
+mod check;
+mod heap;
+mod huge;
+mod instance;
+mod macros;
+mod os;
+mod segmap;
+mod segment;
+mod size_class;
+mod stats;
+mod store;
+mod sync;
+mod sys;
+mod thread;
+
+pub use api::Instance;
+pub use os::Purge;
+pub use size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
+pub use stats::Stats;
+
+use core::alloc::Layout;
+
+/// Methods every instance type has (through [`Instance`], which
+/// [`emma_instance!`] implements).
+impl<I: Instance> InstanceExt for I {}
+
+/// The user-facing methods of an instance: ownership, statistics, trimming.
+/// Implemented for every [`Instance`]; bring it into scope with
+/// `use emma::InstanceExt`.
+pub trait InstanceExt: Instance {
+    /// Whether `p` points into memory this instance has mapped for blocks.
+    /// Safe for any pointer value, including ones emma never saw.
+    fn owns(self, p: *const u8) -> bool {
+        api::owns::<Self>(p)
+    }
+
+    /// A snapshot of the instance's statistics.
+    fn stats(self) -> Stats {
+        Stats::of(Self::state())
+    }
+
+    /// Calls `f(base, len)` for each mapping (segment or huge block) the
+    /// instance holds.
+    fn for_each_mapping(self, f: impl FnMut(usize, usize)) {
+        Self::state().for_each_mapping(f)
+    }
+
+    /// Gives back to the kernel the memory the calling thread's heap and
+    /// the instance's caches hold without live blocks.
+    fn trim(self) {
+        // SAFETY: `Self::heap()` is the calling thread's heap.
+        unsafe { Self::state().trim(Self::heap()) }
+    }
+
+    /// Bytes usable in block `p` (at least the requested size).
+    ///
+    /// # Safety
+    /// `p` is a live block of this instance.
+    unsafe fn usable_size(self, p: *mut u8) -> usize {
+        // SAFETY: forwarded contract.
+        unsafe { api::usable_size::<Self>(p) }
+    }
+
+    /// Re-checks the invariants of the calling thread's heap (free lists,
+    /// page queues, counts); for tests.
+    fn check_heap(self) -> Result<(), &'static str> {
+        let h = Self::heap();
+        if heap::Heap::is_empty_heap(h) {
+            return Ok(());
+        }
+        // SAFETY: the calling thread owns its heap.
+        unsafe { heap::Heap::check(h) }
+    }
+}
+
+/// Items the macro expansion refers to through `$crate`. Not public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::heap::Heap;
+    pub use crate::instance::InstanceState;
+    pub use crate::thread::TlsSlot;
+
+    use super::*;
+
+    /// `GlobalAlloc::alloc`.
+    #[inline(always)]
+    pub fn global_alloc<I: Instance>(l: Layout) -> *mut u8 {
+        api::alloc::<I>(l.size(), l.align())
+    }
+
+    /// `GlobalAlloc::alloc_zeroed`.
+    #[inline(always)]
+    pub fn global_alloc_zeroed<I: Instance>(l: Layout) -> *mut u8 {
+        api::alloc_zeroed::<I>(l.size(), l.align())
+    }
+
+    /// `GlobalAlloc::dealloc`.
+    ///
+    /// # Safety
+    /// The `GlobalAlloc::dealloc` contract.
+    #[inline(always)]
+    pub unsafe fn global_dealloc<I: Instance>(p: *mut u8, l: Layout) {
+        // SAFETY: forwarded contract.
+        unsafe { api::dealloc::<I>(p, l.size(), l.align()) }
+    }
+
+    /// `GlobalAlloc::realloc`.
+    ///
+    /// # Safety
+    /// The `GlobalAlloc::realloc` contract.
+    #[inline(always)]
+    pub unsafe fn global_realloc<I: Instance>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { api::realloc::<I>(p, l.size(), l.align(), new_size) }
+    }
+}

@@ -1,0 +1,165 @@
+//! OS memory: aligned mappings, giving pages back, and moving mappings.
+//!
+//! Built only on [`crate::sys`]. Every function degrades instead of failing
+//! hard: a refused `madvise` just leaves memory committed, a refused
+//! `mremap` makes the caller copy. All addresses and lengths handed out are
+//! multiples of [`PAGE_SIZE`].
+
+use crate::sys::{self, Advice, Errno, PAGE_SIZE};
+use core::ptr::NonNull;
+
+/// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
+#[inline]
+pub const fn align_up(n: usize, align: usize) -> Option<usize> {
+    match n.checked_add(align - 1) {
+        Some(m) => Some(m & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Rounds `n` up to whole pages; `None` on overflow.
+#[inline]
+pub const fn page_align(n: usize) -> Option<usize> {
+    align_up(n, PAGE_SIZE)
+}
+
+/// How emma gives unused pages back to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purge {
+    /// `MADV_DONTNEED`: RSS drops at once; the pages read back as zero.
+    DontNeed,
+    /// `MADV_FREE`: cheaper, but RSS drops only under memory pressure.
+    Free,
+}
+
+/// Maps `len` bytes of zeroed read-write memory whose start is a multiple
+/// of `align` (a power of two, at least [`PAGE_SIZE`]); `len` must be a
+/// multiple of [`PAGE_SIZE`].
+///
+/// Maps `len + align` and unmaps the misaligned head and the tail, so the
+/// result is one mapping of exactly `len` bytes.
+pub fn map_aligned(len: usize, align: usize) -> Result<NonNull<u8>, Errno> {
+    debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE);
+    debug_assert!(len % PAGE_SIZE == 0 && len > 0);
+    let over = len.checked_add(align - PAGE_SIZE).ok_or(Errno::ENOMEM)?;
+    let raw = sys::mmap_anon(over)?;
+    let start = raw.as_ptr() as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    let head = aligned - start;
+    let tail = over - head - len;
+    // SAFETY: head and tail are page-aligned pieces of the mapping we just
+    // made and nobody else has seen.
+    unsafe {
+        if head > 0 {
+            let _ = sys::munmap(raw, head);
+        }
+        if tail > 0 {
+            let _ = sys::munmap(NonNull::new_unchecked((aligned + len) as *mut u8), tail);
+        }
+        Ok(NonNull::new_unchecked(aligned as *mut u8))
+    }
+}
+
+/// Unmaps memory obtained from this module. Failure (which the kernel only
+/// reports for invalid arguments) leaks the range rather than crash.
+///
+/// # Safety
+/// `[addr, addr + len)` must be owned by the caller and never used again.
+pub unsafe fn unmap(addr: NonNull<u8>, len: usize) {
+    // SAFETY: forwarded contract.
+    let _ = unsafe { sys::munmap(addr, len) };
+}
+
+/// Returns the pages of `[addr, addr + len)` to the kernel. Returns whether
+/// the range is now known to read as zero (true only for `DontNeed` that
+/// succeeded).
+///
+/// # Safety
+/// The range must be page aligned and owned by the caller; its contents
+/// are lost (for `Free`, may be lost).
+pub unsafe fn purge(addr: NonNull<u8>, len: usize, how: Purge) -> bool {
+    if len == 0 {
+        return false;
+    }
+    let advice = match how {
+        Purge::DontNeed => Advice::DontNeed,
+        Purge::Free => Advice::Free,
+    };
+    // SAFETY: forwarded contract.
+    match unsafe { sys::madvise(addr, len, advice) } {
+        Ok(()) => how == Purge::DontNeed,
+        // Kernels before 4.5 lack MADV_FREE: fall back to DONTNEED.
+        Err(Errno::EINVAL) if how == Purge::Free => {
+            // SAFETY: forwarded contract.
+            unsafe { sys::madvise(addr, len, Advice::DontNeed) }.is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Grows or shrinks the mapping `[addr, addr + old_len)` to `new_len`,
+/// keeping its start address or moving it to a new start that is a multiple
+/// of `align`. Pages move with `mremap`, they are never copied here.
+/// Returns the new start, or an error if the kernel refused (the caller then
+/// copies); on error the old mapping is untouched.
+///
+/// # Safety
+/// The range must be one mapping made by this module and owned by the
+/// caller; on success the old range must no longer be used unless it is
+/// the returned one.
+pub unsafe fn remap_aligned(
+    addr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    align: usize,
+) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: forwarded contract; in place either succeeds or changes nothing.
+    if unsafe { sys::mremap_in_place(addr, old_len, new_len) }.is_ok() {
+        return Ok(addr);
+    }
+    // Reserve an aligned landing zone, then move the pages into it.
+    let over = new_len.checked_add(align - PAGE_SIZE).ok_or(Errno::ENOMEM)?;
+    let zone = sys::mmap_reserve(over)?;
+    let start = zone.as_ptr() as usize;
+    let aligned = (start + align - 1) & !(align - 1);
+    // SAFETY: `aligned .. aligned + new_len` lies inside the fresh
+    // reservation, disjoint from the source mapping.
+    let target = unsafe { NonNull::new_unchecked(aligned as *mut u8) };
+    // SAFETY: the source is the caller's mapping, the target our reservation.
+    let moved = unsafe { sys::mremap_to(addr, old_len, new_len, target) };
+    let head = aligned - start;
+    let tail = over - head - new_len;
+    // SAFETY: trimming the unused parts of our reservation; on failure
+    // the whole reservation goes.
+    unsafe {
+        if moved.is_err() {
+            unmap(zone, over);
+        } else {
+            if head > 0 {
+                unmap(zone, head);
+            }
+            if tail > 0 {
+                unmap(
+                    NonNull::new_unchecked((aligned + new_len) as *mut u8),
+                    tail,
+                );
+            }
+        }
+    }
+    moved.map(|()| target)
+}
+
+/// Allocates one page that reads as zero in a child created by `fork`,
+/// holding `1` in its first word in this process. Used to detect forks
+/// without `pthread_atfork`. Returns `None` if the kernel lacks
+/// `MADV_WIPEONFORK` (before 4.14); fork detection then falls back to pids.
+pub fn wipe_on_fork_page() -> Option<NonNull<u8>> {
+    let page = sys::mmap_anon(PAGE_SIZE).ok()?;
+    // SAFETY: the page is ours and fresh.
+    if unsafe { sys::madvise(page, PAGE_SIZE, Advice::WipeOnFork) }.is_err() {
+        // SAFETY: the page is ours and unused.
+        unsafe { unmap(page, PAGE_SIZE) };
+        return None;
+    }
+    Some(page)
+}

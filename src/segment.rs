@@ -1,0 +1,485 @@
+//! Segments and pages: where blocks live, and how a pointer finds its page.
+//!
+//! A *segment* is a [`SEGMENT_SIZE`]-aligned mapping of [`SEGMENT_SIZE`]
+//! bytes cut into [`SLICES`] slices of [`SLICE_SIZE`]. Slice 0 holds the
+//! segment's metadata; the others are grouped into *pages*: runs of one or
+//! more slices carved into blocks of a single size class.
+//!
+//! ```text
+//!  segment (4 MiB, aligned)                                   huge segment
+//!  +-----------+--------+--------+----------------+----+      +--------+-------------------+
+//!  | header    | page   | page   | page (3 slices)|free|      | header | one block ...     |
+//!  | pages[64] | 16 B   | 48 B   | 256 KiB blocks |    |      |        |                   |
+//!  +-----------+--------+--------+----------------+----+      +--------+-------------------+
+//!  slice 0      1        2        3  4  5          6..63
+//! ```
+//!
+//! From any block pointer `p`, its segment is `(p - 1) & !(SEGMENT_SIZE - 1)`
+//! (the `- 1` lets a huge block start exactly one segment size after its
+//! header, which very large alignments need), and its page is
+//! `pages[head_of[(p - segment) / SLICE_SIZE]]`: O(1), no lookup table
+//! outside the segment. Whether a pointer is a segment of *this* instance
+//! is answered by the instance's [`crate::segmap`], not by reading memory.
+//!
+//! A small segment belongs to one heap (its `owner`), which alone touches
+//! its page metadata; other threads only read `owner` to decide whether a
+//! free is remote.
+
+use crate::heap::Heap;
+use crate::size_class::{class_size, Class};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+/// log2 of [`SEGMENT_SIZE`].
+pub const SEGMENT_SHIFT: u32 = 22;
+/// Size and alignment of a segment: 4 MiB.
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// log2 of [`SLICE_SIZE`].
+pub const SLICE_SHIFT: u32 = 16;
+/// The unit pages are made of: 64 KiB.
+pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
+/// Slices per segment; slice 0 is the metadata.
+pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
+/// Blocks up to this size get single-slice pages (at least 8 blocks each).
+const SINGLE_SLICE_MAX_BLOCK: usize = SLICE_SIZE / 8;
+/// Larger blocks get pages of about this many blocks.
+const BLOCKS_PER_LARGE_PAGE: usize = 8;
+
+/// Tells small segments from huge ones, and both from garbage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Kind {
+    /// Pages of size-classed blocks.
+    Small = 0x454d_5331, // "EMS1"
+    /// One huge block.
+    Huge = 0x454d_4831, // "EMH1"
+}
+
+/// The common prefix of small and huge segments: what a free needs to
+/// decide where a block goes.
+#[repr(C)]
+pub struct SegmentHeader {
+    /// Which layout follows: a [`Kind`] as `u32` (kept raw so that reading
+    /// a header of unknown origin is never undefined behaviour).
+    pub kind: u32,
+    /// The owning instance's address: its identity (checked with
+    /// `boundary-checks`).
+    pub instance: usize,
+    /// The heap that owns this segment's pages (null for huge segments and
+    /// for segments in the instance cache).
+    pub owner: AtomicPtr<Heap>,
+}
+
+/// The segment containing block `p`.
+#[inline(always)]
+pub fn segment_of(p: *mut u8) -> *mut SegmentHeader {
+    ((p as usize).wrapping_sub(1) & !(SEGMENT_SIZE - 1)) as *mut SegmentHeader
+}
+
+/// A free block's link to the next free block.
+#[repr(C)]
+pub struct Block {
+    next: *mut Block,
+}
+
+impl Block {
+    /// The block after `b` in a free list.
+    ///
+    /// # Safety
+    /// `b` must be a block on a free list (its first word is the link).
+    #[inline(always)]
+    pub unsafe fn next(b: *mut Block) -> *mut Block {
+        // SAFETY: per contract.
+        unsafe { (*b).next }
+    }
+
+    /// Links `b` to `next`.
+    ///
+    /// # Safety
+    /// `b` must be a free block owned by the caller.
+    #[inline(always)]
+    pub unsafe fn set_next(b: *mut Block, next: *mut Block) {
+        // SAFETY: per contract.
+        unsafe { (*b).next = next }
+    }
+}
+
+/// Page metadata, kept in the segment header (not in the page itself, so
+/// the page's memory can be purged and its blocks overrun without losing
+/// it).
+///
+/// Invariants (checked by [`Page::check`]):
+/// - `used + len(free) == capacity <= reserved`;
+/// - every block on `free` lies in the carved part of the page, on a block
+///   boundary, and appears once;
+/// - blocks freed by other threads are counted in `used` until the owner
+///   drains its heap's remote list and frees them locally;
+/// - `free_is_zero` implies every block on `free` is zero past its link word.
+#[repr(C)]
+pub struct Page {
+    /// Free blocks, popped by the owner without atomics.
+    pub free: *mut Block,
+    /// Blocks handed out and not yet freed locally.
+    pub used: u32,
+    /// Blocks carved so far (carving is lazy: memory is touched on demand).
+    pub capacity: u32,
+    /// Blocks that fit in the page.
+    pub reserved: u32,
+    /// Block size in bytes (a class size).
+    pub block_size: u32,
+    /// Size class of the blocks.
+    pub class: u8,
+    /// Slices the page spans (0 for a slice that is not a page head).
+    pub slice_count: u8,
+    /// The page is on its heap's queue for its class.
+    pub in_queue: bool,
+    /// Every block on `free` is zero except its link (fresh memory).
+    pub free_is_zero: bool,
+    /// The page's memory was zero when the page was set up.
+    pub fresh: bool,
+    /// First byte of the first block.
+    pub start: *mut u8,
+    /// Neighbours in the heap's queue for this class.
+    pub next: *mut Page,
+    /// See `next`.
+    pub prev: *mut Page,
+}
+
+impl Page {
+    const EMPTY: Page = Page {
+        free: ptr::null_mut(),
+        used: 0,
+        capacity: 0,
+        reserved: 0,
+        block_size: 0,
+        class: 0,
+        slice_count: 0,
+        in_queue: false,
+        free_is_zero: false,
+        fresh: false,
+        start: ptr::null_mut(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+    };
+
+    /// A page with no blocks, for heaps that have no page of a class yet:
+    /// the allocation fast path finds `free` null and takes the slow path.
+    pub const fn empty() -> Page {
+        Page::EMPTY
+    }
+
+    /// The segment holding this page's metadata.
+    #[inline(always)]
+    pub fn segment(page: *mut Page) -> *mut Segment {
+        (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
+    }
+
+    /// Index of block `p` in this page (`p` must lie in the page).
+    #[inline]
+    pub fn block_index(&self, p: *mut u8) -> usize {
+        (p as usize - self.start as usize) / self.block_size as usize
+    }
+
+    /// Whether `p` is the start of a carved block of this page.
+    pub fn is_block_start(&self, p: *mut u8) -> bool {
+        let off = (p as usize).wrapping_sub(self.start as usize);
+        self.slice_count != 0
+            && off % self.block_size as usize == 0
+            && off / (self.block_size as usize) < self.capacity as usize
+    }
+
+    /// Carves up to `max_new` more blocks onto the free list; returns how
+    /// many. Blocks are carved in address order so a fresh page is used
+    /// front to back.
+    ///
+    /// # Safety
+    /// The caller owns the page (its heap's thread) and `free` is empty.
+    pub unsafe fn extend(&mut self, max_new: u32) -> u32 {
+        debug_assert!(self.free.is_null());
+        let n = (self.reserved - self.capacity).min(max_new);
+        if n == 0 {
+            return 0;
+        }
+        let bs = self.block_size as usize;
+        // SAFETY: blocks capacity..capacity+n lie inside the page's slices.
+        unsafe {
+            let first = self.start.add(self.capacity as usize * bs);
+            let mut b = first;
+            for _ in 1..n {
+                let next = b.add(bs);
+                Block::set_next(b.cast(), next.cast());
+                b = next;
+            }
+            Block::set_next(b.cast(), ptr::null_mut());
+            self.free = first.cast();
+        }
+        self.capacity += n;
+        self.free_is_zero = self.fresh;
+        n
+    }
+
+    /// Re-checks the counting identities by walking the free list. Returns
+    /// a description of the first violation.
+    ///
+    /// # Safety
+    /// The caller owns the page and its free list is well formed enough to
+    /// walk (this is what is being checked: a loop is caught by the count).
+    pub unsafe fn check(&self) -> Result<(), &'static str> {
+        if self.capacity > self.reserved {
+            return Err("capacity exceeds reserved");
+        }
+        let mut n: u32 = 0;
+        let mut b = self.free;
+        while !b.is_null() {
+            if !self.is_block_start(b.cast()) {
+                return Err("free list holds a pointer that is not a block of the page");
+            }
+            n += 1;
+            if n > self.capacity {
+                return Err("free list is longer than the page (cycle or duplicate)");
+            }
+            // SAFETY: `b` was just verified to be a block of this page.
+            b = unsafe { Block::next(b) };
+        }
+        if n + self.used != self.capacity {
+            return Err("used + free != capacity");
+        }
+        Ok(())
+    }
+}
+
+/// A small segment: header, slice bookkeeping and page metadata, all in
+/// slice 0.
+#[repr(C)]
+pub struct Segment {
+    /// Common prefix; `kind == Kind::Small`.
+    pub header: SegmentHeader,
+    /// Bit `i` set: slice `i` is not part of any page.
+    pub free_slices: u64,
+    /// Bit `i` set: slice `i` may hold non-zero bytes.
+    pub dirty_slices: u64,
+    /// Pages currently set up.
+    pub pages_in_use: u32,
+    /// Neighbours in the owning heap's segment list or the instance cache.
+    pub next: *mut Segment,
+    /// See `next`.
+    pub prev: *mut Segment,
+    /// For each slice of a page, the index of the page's first slice.
+    pub head_of: [u8; SLICES],
+    /// Page metadata, indexed by a page's first slice.
+    pub pages: [Page; SLICES],
+}
+
+/// Every slice but the metadata slice.
+const ALL_PAGE_SLICES: u64 = !1;
+
+const _: () = {
+    assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+    assert!(SLICES == 64); // the slice bitmaps are u64
+    assert!(SEGMENT_SIZE.is_power_of_two() && SLICE_SIZE.is_power_of_two());
+    // Any class fits at least one block in a page of the whole segment.
+    assert!(crate::size_class::MAX_CLASS_SIZE <= (SLICES - 1) * SLICE_SIZE);
+    assert!(crate::size_class::MAX_CLASS_SIZE <= u32::MAX as usize);
+};
+
+/// Slices a page of class `c` spans: one for blocks up to 8 KiB, else
+/// enough for [`BLOCKS_PER_LARGE_PAGE`] blocks, at most a whole segment.
+pub const fn page_slices(c: Class) -> usize {
+    let bs = class_size(c);
+    if bs <= SINGLE_SLICE_MAX_BLOCK {
+        1
+    } else {
+        let want = (bs * BLOCKS_PER_LARGE_PAGE).div_ceil(SLICE_SIZE);
+        if want > SLICES - 1 {
+            SLICES - 1
+        } else {
+            want
+        }
+    }
+}
+
+impl Segment {
+    /// Initialises the metadata of a fresh or cached segment mapping.
+    ///
+    /// # Safety
+    /// `base` must be a [`SEGMENT_SIZE`]-aligned, writable mapping of
+    /// [`SEGMENT_SIZE`] bytes owned by the caller. `dirty` is the set of
+    /// slices that may hold data (all clear for a fresh mapping).
+    pub unsafe fn init(base: NonNull<u8>, instance: usize, dirty: u64) -> *mut Segment {
+        let seg = base.as_ptr().cast::<Segment>();
+        // SAFETY: per contract the memory is ours; we write every field
+        // without reading the old contents. Page entries are written one by
+        // one: only headers of pages in use are ever read.
+        unsafe {
+            ptr::addr_of_mut!((*seg).header).write(SegmentHeader {
+                kind: Kind::Small as u32,
+                instance,
+                owner: AtomicPtr::new(ptr::null_mut()),
+            });
+            ptr::addr_of_mut!((*seg).free_slices).write(ALL_PAGE_SLICES);
+            ptr::addr_of_mut!((*seg).dirty_slices).write(dirty | 1);
+            ptr::addr_of_mut!((*seg).pages_in_use).write(0);
+            ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
+            ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
+            ptr::addr_of_mut!((*seg).head_of).write([0; SLICES]);
+            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
+            for i in 0..SLICES {
+                pages.add(i).write(Page::empty());
+            }
+        }
+        seg
+    }
+
+    /// The segment's base address.
+    #[inline]
+    pub fn base(seg: *mut Segment) -> NonNull<u8> {
+        // SAFETY: segments are never at address 0.
+        unsafe { NonNull::new_unchecked(seg.cast()) }
+    }
+
+    /// Finds `n` consecutive free slices; returns the first one's index.
+    pub fn find_span(&self, n: usize) -> Option<usize> {
+        // Bit j of `runs` is set iff slices j .. j+n are all free.
+        let mut runs = self.free_slices;
+        for i in 1..n {
+            runs &= self.free_slices >> i;
+        }
+        (runs != 0).then(|| runs.trailing_zeros() as usize)
+    }
+
+    /// Sets up a page of class `c` on slices `head .. head + n` (found by
+    /// [`Segment::find_span`]) and returns it.
+    ///
+    /// # Safety
+    /// The caller owns the segment and the slices are free.
+    pub unsafe fn setup_page(seg: *mut Segment, head: usize, n: usize, c: Class) -> *mut Page {
+        let mask = (u64::MAX >> (64 - n)) << head;
+        // SAFETY: the caller owns the segment's metadata.
+        unsafe {
+            let s = &mut *seg;
+            debug_assert!(s.free_slices & mask == mask);
+            s.free_slices &= !mask;
+            let fresh = s.dirty_slices & mask == 0;
+            s.dirty_slices |= mask;
+            s.pages_in_use += 1;
+            for i in head..head + n {
+                s.head_of[i] = head as u8;
+            }
+            let bs = class_size(c);
+            let page = &mut s.pages[head];
+            *page = Page {
+                reserved: ((n * SLICE_SIZE) / bs) as u32,
+                block_size: bs as u32,
+                class: c as u8,
+                slice_count: n as u8,
+                fresh,
+                start: seg.cast::<u8>().add(head * SLICE_SIZE),
+                ..Page::empty()
+            };
+            page
+        }
+    }
+
+    /// Returns an empty page's slices to the segment. Returns true if the
+    /// segment now has no pages.
+    ///
+    /// # Safety
+    /// The caller owns the segment; the page has no live blocks and is on
+    /// no queue.
+    pub unsafe fn release_page(page: *mut Page) -> bool {
+        let seg = Page::segment(page);
+        // SAFETY: per contract.
+        unsafe {
+            let s = &mut *seg;
+            let p = &mut *page;
+            let head = (p.start as usize - seg as usize) >> SLICE_SHIFT;
+            let n = p.slice_count as usize;
+            let mask = (u64::MAX >> (64 - n)) << head;
+            s.free_slices |= mask;
+            if p.capacity == 0 {
+                // Never carved: still as clean as it was.
+                if p.fresh {
+                    s.dirty_slices &= !mask;
+                }
+            }
+            *p = Page::empty();
+            s.pages_in_use -= 1;
+            s.pages_in_use == 0
+        }
+    }
+
+    /// The page holding block `p` of this segment.
+    ///
+    /// # Safety
+    /// `seg` must be a live small segment and `p` point inside it past
+    /// slice 0.
+    #[inline(always)]
+    pub unsafe fn page_of(seg: *mut Segment, p: *mut u8) -> *mut Page {
+        let slice = (p as usize - seg as usize) >> SLICE_SHIFT;
+        // SAFETY: per contract, `slice < SLICES`.
+        unsafe {
+            let head = *(*seg).head_of.get_unchecked(slice) as usize;
+            (*seg).pages.as_mut_ptr().add(head)
+        }
+    }
+
+    /// The ranges of dirty free slices, for purging: calls `f(first, count)`
+    /// for each maximal run, then marks them clean if `f` returns true.
+    pub fn for_dirty_free_runs(&mut self, mut f: impl FnMut(usize, usize) -> bool) {
+        let mut todo = self.free_slices & self.dirty_slices & ALL_PAGE_SLICES;
+        while todo != 0 {
+            let first = todo.trailing_zeros() as usize;
+            let len = (!(todo >> first)).trailing_zeros() as usize;
+            let mask = (u64::MAX >> (64 - len)) << first;
+            todo &= !mask;
+            if f(first, len) {
+                self.dirty_slices &= !mask;
+            }
+        }
+    }
+}
+
+/// Whether the segment containing a block is a small one (else huge).
+///
+/// # Safety
+/// `seg` is the segment of a live block.
+#[inline(always)]
+pub unsafe fn is_small(seg: *mut SegmentHeader) -> bool {
+    // SAFETY: per contract the header is mapped.
+    unsafe { (*seg).kind == Kind::Small as u32 }
+}
+
+/// Loads the owner of a segment (relaxed: only the owner ever changes it
+/// while blocks of the segment are live, and a non-owner only compares).
+#[inline(always)]
+pub fn owner_of(seg: *mut SegmentHeader) -> *mut Heap {
+    // SAFETY: callers pass the segment of a live block.
+    unsafe { (*seg).owner.load(Ordering::Relaxed) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::size_class::CLASS_COUNT;
+
+    #[test]
+    fn page_spans_fit_in_a_segment() {
+        for c in 0..CLASS_COUNT {
+            let n = page_slices(c);
+            assert!((1..SLICES).contains(&n));
+            assert!(n * SLICE_SIZE / class_size(c) >= 1, "class {c}");
+        }
+        assert_eq!(page_slices(0), 1);
+    }
+
+    #[test]
+    fn segment_of_handles_the_huge_boundary_case() {
+        let seg = 8 * SEGMENT_SIZE;
+        assert_eq!(segment_of((seg + 16) as *mut u8) as usize, seg);
+        assert_eq!(segment_of((seg + SEGMENT_SIZE) as *mut u8) as usize, seg);
+        assert_eq!(
+            segment_of((seg + SEGMENT_SIZE + 1) as *mut u8) as usize,
+            seg + SEGMENT_SIZE
+        );
+    }
+}

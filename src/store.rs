@@ -1,0 +1,315 @@
+//! The segment store: one instance's supply of segments.
+//!
+//! Maps new segments, keeps a small cache of empty ones, gives their memory
+//! back to the kernel, records every mapping in the instance's
+//! [`SegMap`], enforces the instance's memory limit and counts what is
+//! mapped. Heaps come here (on their slow paths) for segments and return
+//! them when their last page empties; huge blocks ([`crate::huge`]) share
+//! the lock, the map and the accounting.
+//!
+//! Everything behind [`SegmentStore::lock`] may be left half-updated by a
+//! thread that did not survive a `fork`; [`SegmentStore::repair_after_fork`]
+//! forgets those structures (leaking their memory in the child) rather than
+//! trust them.
+
+use crate::huge::HugeCache;
+use crate::os::{self, Purge};
+use crate::segmap::SegMap;
+use crate::segment::{Segment, SEGMENT_SIZE, SLICE_SIZE};
+use crate::sync::{Lock, LockGuard};
+use crate::sys::Errno;
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Empty small segments kept mapped (purged) for reuse.
+const SEGMENT_CACHE_MAX: usize = 8;
+
+/// Counters of one instance's mappings. All exact; read without a lock.
+pub struct StoreStats {
+    /// Bytes currently mapped for segments and huge blocks.
+    pub mapped: AtomicUsize,
+    /// Highest value `mapped` reached.
+    pub peak_mapped: AtomicUsize,
+    /// Small segments currently mapped (owned by heaps or cached).
+    pub segments: AtomicUsize,
+    /// Huge blocks currently live.
+    pub huge_blocks: AtomicUsize,
+    /// Bytes of live huge blocks (as requested, page rounded).
+    pub huge_bytes: AtomicUsize,
+    /// Bytes given back to the kernel with `madvise` over the instance's life.
+    pub purged: AtomicUsize,
+    /// Allocations refused because of the limit or the kernel.
+    pub failures: AtomicUsize,
+}
+
+impl StoreStats {
+    const fn new() -> Self {
+        StoreStats {
+            mapped: AtomicUsize::new(0),
+            peak_mapped: AtomicUsize::new(0),
+            segments: AtomicUsize::new(0),
+            huge_blocks: AtomicUsize::new(0),
+            huge_bytes: AtomicUsize::new(0),
+            purged: AtomicUsize::new(0),
+            failures: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Lock-protected parts of the store.
+struct Cached {
+    /// Empty small segments, linked through `Segment::next`.
+    segments: *mut Segment,
+    count: usize,
+}
+
+/// An instance's segment supply. `const`-constructible; lives in the
+/// instance's static.
+pub struct SegmentStore {
+    lock: Lock,
+    /// Which chunks of the address space are this instance's.
+    pub segmap: SegMap,
+    cached: UnsafeCell<Cached>,
+    /// Recently freed huge mappings (behind `lock`).
+    pub(crate) huge: UnsafeCell<HugeCache>,
+    /// Mapping counters.
+    pub stats: StoreStats,
+    /// Bytes the instance may map at most.
+    limit: AtomicUsize,
+    /// Purge with `MADV_FREE` instead of `MADV_DONTNEED`.
+    lazy_purge: AtomicBool,
+}
+
+// SAFETY: the `UnsafeCell`s are only accessed with `lock` held.
+unsafe impl Sync for SegmentStore {}
+
+impl SegmentStore {
+    /// An empty store with no limit.
+    pub const fn new() -> Self {
+        SegmentStore {
+            lock: Lock::new(),
+            segmap: SegMap::new(),
+            cached: UnsafeCell::new(Cached {
+                segments: ptr::null_mut(),
+                count: 0,
+            }),
+            huge: UnsafeCell::new(HugeCache::new()),
+            stats: StoreStats::new(),
+            limit: AtomicUsize::new(usize::MAX),
+            lazy_purge: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the store's lock.
+    pub(crate) fn lock(&self) -> LockGuard<'_> {
+        self.lock.lock()
+    }
+
+    /// The purge policy in force.
+    pub fn purge_mode(&self) -> Purge {
+        if self.lazy_purge.load(Ordering::Relaxed) {
+            Purge::Free
+        } else {
+            Purge::DontNeed
+        }
+    }
+
+    /// Chooses how memory is given back (see [`Purge`]).
+    pub fn set_purge_mode(&self, how: Purge) {
+        self.lazy_purge.store(how == Purge::Free, Ordering::Relaxed);
+    }
+
+    /// The mapping limit in bytes (`usize::MAX`: none).
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Sets the mapping limit. Mappings already made stay.
+    pub fn set_limit(&self, bytes: usize) {
+        self.limit.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Accounts for `len` more mapped bytes if the limit allows.
+    pub(crate) fn charge(&self, len: usize) -> Result<(), Errno> {
+        let limit = self.limit();
+        let mut cur = self.stats.mapped.load(Ordering::Relaxed);
+        loop {
+            let new = cur.checked_add(len).filter(|&n| n <= limit);
+            let Some(new) = new else {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(Errno::ENOMEM);
+            };
+            match self.stats.mapped.compare_exchange_weak(
+                cur,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.stats.peak_mapped.fetch_max(new, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(x) => cur = x,
+            }
+        }
+    }
+
+    /// Undoes [`SegmentStore::charge`].
+    pub(crate) fn uncharge(&self, len: usize) {
+        self.stats.mapped.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Maps `len` bytes aligned to [`SEGMENT_SIZE`], charged and recorded in
+    /// the segmap. Null on failure (limit, kernel refusal).
+    pub(crate) fn map(&self, len: usize) -> Option<NonNull<u8>> {
+        self.charge(len).ok()?;
+        let Ok(base) = os::map_aligned(len, SEGMENT_SIZE) else {
+            self.uncharge(len);
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if self.segmap.insert(base.as_ptr() as usize, len).is_err() {
+            // SAFETY: we just mapped it and nobody has seen it.
+            unsafe { os::unmap(base, len) };
+            self.uncharge(len);
+            return None;
+        }
+        Some(base)
+    }
+
+    /// Unmaps a mapping made by [`SegmentStore::map`] (possibly resized).
+    ///
+    /// # Safety
+    /// The mapping must be unused from now on.
+    pub(crate) unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        self.segmap.remove(base.as_ptr() as usize, len);
+        // SAFETY: per contract.
+        unsafe { os::unmap(base, len) };
+        self.uncharge(len);
+    }
+
+    /// A small segment for a heap: from the cache, or freshly mapped.
+    /// Null if the limit or the kernel refuses.
+    pub(crate) fn alloc_segment(&self, instance: usize) -> *mut Segment {
+        {
+            let _g = self.lock();
+            // SAFETY: lock held.
+            let c = unsafe { &mut *self.cached.get() };
+            if !c.segments.is_null() {
+                let seg = c.segments;
+                // SAFETY: cached segments are mapped and idle.
+                unsafe {
+                    c.segments = (*seg).next;
+                    c.count -= 1;
+                    let dirty = (*seg).dirty_slices;
+                    return Segment::init(Segment::base(seg), instance, dirty);
+                }
+            }
+        }
+        match self.map(SEGMENT_SIZE) {
+            Some(base) => {
+                self.stats.segments.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: fresh, aligned, ours.
+                unsafe { Segment::init(base, instance, 0) }
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// Takes back an empty small segment: purges its dirty slices and
+    /// caches it, or unmaps it when the cache is full.
+    ///
+    /// # Safety
+    /// The segment has no pages and its heap has forgotten it.
+    pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
+        // SAFETY: per contract the segment is idle and ours.
+        unsafe {
+            (*seg).header.owner.store(ptr::null_mut(), Ordering::Relaxed);
+            self.purge_segment(seg);
+            let g = self.lock();
+            let c = &mut *self.cached.get();
+            if c.count < SEGMENT_CACHE_MAX {
+                (*seg).next = c.segments;
+                c.segments = seg;
+                c.count += 1;
+                return;
+            }
+            drop(g);
+            self.stats.segments.fetch_sub(1, Ordering::Relaxed);
+            self.unmap(Segment::base(seg), SEGMENT_SIZE);
+        }
+    }
+
+    /// Gives the dirty free slices of `seg` back to the kernel.
+    ///
+    /// # Safety
+    /// The caller owns the segment's metadata.
+    pub(crate) unsafe fn purge_segment(&self, seg: *mut Segment) {
+        let how = self.purge_mode();
+        let base = seg as usize;
+        // SAFETY: per contract.
+        let s = unsafe { &mut *seg };
+        s.for_dirty_free_runs(|first, len| {
+            let bytes = len * SLICE_SIZE;
+            // SAFETY: free slices hold no live block.
+            let zeroed = unsafe {
+                os::purge(
+                    NonNull::new_unchecked((base + first * SLICE_SIZE) as *mut u8),
+                    bytes,
+                    how,
+                )
+            };
+            self.stats.purged.fetch_add(bytes, Ordering::Relaxed);
+            zeroed
+        });
+    }
+
+    /// Unmaps every cached segment and huge mapping (for `trim`).
+    pub(crate) fn drain_caches(&self) {
+        loop {
+            let seg = {
+                let _g = self.lock();
+                // SAFETY: lock held.
+                let c = unsafe { &mut *self.cached.get() };
+                let seg = c.segments;
+                if seg.is_null() {
+                    break;
+                }
+                // SAFETY: cached segments are mapped and idle.
+                c.segments = unsafe { (*seg).next };
+                c.count -= 1;
+                seg
+            };
+            self.stats.segments.fetch_sub(1, Ordering::Relaxed);
+            // SAFETY: removed from the cache, so nobody else has it.
+            unsafe { self.unmap(Segment::base(seg), SEGMENT_SIZE) };
+        }
+        crate::huge::drain_cache(self);
+    }
+
+    /// Forgets everything behind the lock and frees the lock, in a fork
+    /// child whose other threads are gone. Cached memory is leaked in the
+    /// child rather than trusted.
+    ///
+    /// # Safety
+    /// Only the thread that got `ForkState::MustRepair` may call this, before
+    /// anything else takes the lock.
+    pub(crate) unsafe fn repair_after_fork(&self) {
+        // SAFETY: per contract no thread is inside the lock.
+        unsafe {
+            self.lock.reset();
+            *self.cached.get() = Cached {
+                segments: ptr::null_mut(),
+                count: 0,
+            };
+            *self.huge.get() = HugeCache::new();
+        }
+    }
+}
+
+impl Default for SegmentStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,263 @@
+//! The system-call layer: the only module that talks to the kernel.
+//!
+//! Every OS service emma uses is one raw Linux syscall issued through the
+//! `syscalls` crate; nothing here links against libc or calls into the host
+//! process. Functions are typed wrappers without policy: they return
+//! `Result<_, Errno>` and never panic, so a refused call (seccomp, ENOMEM,
+//! an old kernel) turns into a null allocation or a skipped optimisation in
+//! the layers above, never into a crash.
+//!
+//! Blanket preconditions for the memory calls (see `mmap(2)`, `mremap(2)`,
+//! `madvise(2)`): addresses are multiples of [`PAGE_SIZE`] and lengths are
+//! non-zero multiples of [`PAGE_SIZE`] unless a function says otherwise.
+
+use core::ptr::NonNull;
+use syscalls::{syscall, Sysno};
+
+pub use syscalls::Errno;
+
+/// The x86_64 base page size. Linux on x86_64 never uses another base page
+/// size, so emma does not read it from the auxiliary vector.
+pub const PAGE_SIZE: usize = 4096;
+
+const PROT_NONE: usize = 0;
+const PROT_READ_WRITE: usize = 0x1 | 0x2;
+const MAP_PRIVATE: usize = 0x02;
+const MAP_ANONYMOUS: usize = 0x20;
+const MAP_NORESERVE: usize = 0x4000;
+const MREMAP_MAYMOVE: usize = 1;
+const MREMAP_FIXED: usize = 2;
+const FUTEX_WAIT_PRIVATE: usize = 128;
+const FUTEX_WAKE_PRIVATE: usize = 1 | 128;
+#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
+const SIGABRT: usize = 6;
+
+/// How [`madvise`] gives memory back to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Advice {
+    /// `MADV_DONTNEED`: pages are dropped at once and read back as zero.
+    DontNeed = 4,
+    /// `MADV_FREE`: pages are dropped lazily under memory pressure; until
+    /// then they keep their contents and stay in RSS.
+    Free = 8,
+    /// `MADV_WIPEONFORK`: in a child created by `fork` the range reads as zero.
+    WipeOnFork = 18,
+}
+
+/// Maps `len` bytes of fresh, zeroed, private anonymous read-write memory.
+///
+/// The kernel chooses the address (page aligned). `NORESERVE` keeps large
+/// reservations from being charged against overcommit before they are used.
+pub fn mmap_anon(len: usize) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: an anonymous mapping at a kernel-chosen address touches no
+    // existing memory.
+    let addr = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            len,
+            PROT_READ_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+            usize::MAX, // fd -1
+            0usize
+        )
+    }?;
+    NonNull::new(addr as *mut u8).ok_or(Errno::ENOMEM)
+}
+
+/// Maps `len` bytes of inaccessible address space (a reservation).
+pub fn mmap_reserve(len: usize) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: as for `mmap_anon`; PROT_NONE memory cannot even be read.
+    let addr = unsafe {
+        syscall!(
+            Sysno::mmap,
+            0usize,
+            len,
+            PROT_NONE,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+            usize::MAX,
+            0usize
+        )
+    }?;
+    NonNull::new(addr as *mut u8).ok_or(Errno::ENOMEM)
+}
+
+/// Unmaps `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be page aligned, owned by the caller, and no longer used:
+/// any later access faults.
+pub unsafe fn munmap(addr: NonNull<u8>, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller gives up the range.
+    unsafe { syscall!(Sysno::munmap, addr.as_ptr(), len) }.map(|_| ())
+}
+
+/// Resizes the mapping at `addr` without moving it.
+///
+/// # Safety
+/// `[addr, addr + old_len)` must be one mapping owned by the caller. When
+/// growing, the kernel fails with ENOMEM rather than overwrite neighbours.
+pub unsafe fn mremap_in_place(
+    addr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+) -> Result<(), Errno> {
+    // SAFETY: no MAYMOVE: the mapping keeps its address or the call fails.
+    unsafe { syscall!(Sysno::mremap, addr.as_ptr(), old_len, new_len, 0usize) }.map(|_| ())
+}
+
+/// Moves the mapping at `addr` to `target`, resized to `new_len`, carrying
+/// its pages along instead of copying them.
+///
+/// # Safety
+/// `[addr, addr + old_len)` must be one mapping owned by the caller and
+/// `[target, target + new_len)` a range the caller owns (e.g. a reservation),
+/// disjoint from the source; it is replaced.
+pub unsafe fn mremap_to(
+    addr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    target: NonNull<u8>,
+) -> Result<(), Errno> {
+    // SAFETY: the caller owns both ranges.
+    unsafe {
+        syscall!(
+            Sysno::mremap,
+            addr.as_ptr(),
+            old_len,
+            new_len,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            target.as_ptr()
+        )
+    }
+    .map(|_| ())
+}
+
+/// Gives advice about `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be owned by the caller. With [`Advice::DontNeed`] its
+/// contents are lost; with [`Advice::Free`] they may be.
+pub unsafe fn madvise(addr: NonNull<u8>, len: usize, advice: Advice) -> Result<(), Errno> {
+    // SAFETY: the caller owns the range and accepts the loss of contents.
+    unsafe { syscall!(Sysno::madvise, addr.as_ptr(), len, advice as usize) }.map(|_| ())
+}
+
+/// Sleeps while `*word == expected` (private futex), until woken or
+/// interrupted. Spurious returns are allowed; callers re-check.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) -> Result<(), Errno> {
+    // SAFETY: the kernel only reads the word, which `word` keeps alive.
+    unsafe {
+        syscall!(
+            Sysno::futex,
+            word.as_ptr(),
+            FUTEX_WAIT_PRIVATE,
+            expected,
+            0usize
+        )
+    }
+    .map(|_| ())
+}
+
+/// Wakes up to `count` threads sleeping on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, count: u32) -> Result<usize, Errno> {
+    // SAFETY: waking only reads the address as a key.
+    unsafe { syscall!(Sysno::futex, word.as_ptr(), FUTEX_WAKE_PRIVATE, count) }
+}
+
+/// The calling thread's kernel thread id.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { syscall!(Sysno::gettid) }.unwrap_or(0) as u32
+}
+
+/// The calling process's id.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { syscall!(Sysno::getpid) }.unwrap_or(0) as u32
+}
+
+/// Whether thread `tid` of this process is alive: `tgkill` with signal 0
+/// sends nothing and answers ESRCH when no such thread exists.
+pub fn thread_alive(tid: u32) -> bool {
+    let pid = getpid();
+    // SAFETY: signal 0 performs only the existence and permission check.
+    match unsafe { syscall!(Sysno::tgkill, pid, tid, 0usize) } {
+        Err(Errno::ESRCH) => false,
+        // Alive, or EPERM (alive but not signalable): either way not dead.
+        _ => true,
+    }
+}
+
+/// Gives the CPU to another thread.
+pub fn sched_yield() {
+    // SAFETY: no arguments; failure is harmless.
+    let _ = unsafe { syscall!(Sysno::sched_yield) };
+}
+
+/// Writes all of `bytes` to file descriptor `fd`, retrying on short writes
+/// and EINTR. Used for diagnostics: it never allocates.
+#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
+pub fn write_all(fd: usize, mut bytes: &[u8]) -> Result<(), Errno> {
+    while !bytes.is_empty() {
+        // SAFETY: the kernel only reads `bytes`.
+        match unsafe { syscall!(Sysno::write, fd, bytes.as_ptr(), bytes.len()) } {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Ends the process with SIGABRT, as `abort()` would, without libc.
+#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
+pub fn abort() -> ! {
+    let pid = getpid();
+    // SAFETY: raising SIGABRT on ourselves; if a handler returns or the
+    // signal is blocked, we fall through to an invalid instruction.
+    let _ = unsafe { syscall!(Sysno::kill, pid, SIGABRT) };
+    // SAFETY: `ud2` raises SIGILL, which ends the process.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
+}
+
+/// Copies `buf.len()` bytes from address `addr` of this process into `buf`
+/// with `process_vm_readv(2)`, which fails with EFAULT instead of faulting
+/// when the memory is not readable. Used to inspect pointers of unknown
+/// origin in diagnostics.
+#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
+pub fn read_own_memory(addr: usize, buf: &mut [u8]) -> Result<(), Errno> {
+    #[repr(C)]
+    struct IoVec {
+        base: usize,
+        len: usize,
+    }
+    let local = IoVec {
+        base: buf.as_mut_ptr() as usize,
+        len: buf.len(),
+    };
+    let remote = IoVec {
+        base: addr,
+        len: buf.len(),
+    };
+    let pid = getpid();
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf` and
+    // validates the remote range itself.
+    let n = unsafe {
+        syscall!(
+            Sysno::process_vm_readv,
+            pid,
+            &local as *const IoVec,
+            1usize,
+            &remote as *const IoVec,
+            1usize,
+            0usize
+        )
+    }?;
+    if n == buf.len() {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}
