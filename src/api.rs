@@ -80,7 +80,8 @@ fn heap_for_slow<I: Instance>() -> *mut Heap {
         // With `tls` a slot can name a heap that teardown took away.
         if hr.owner_tp.load(Ordering::Relaxed) == thread::thread_pointer() {
             if hr.epoch.load(Ordering::Relaxed) != st.epoch() {
-                st.refresh_heap(h);
+                // SAFETY: the heap is ours (our thread pointer owns it).
+                unsafe { st.refresh_heap(h) };
             }
             return h;
         }
@@ -218,7 +219,7 @@ unsafe fn free_huge<I: Instance>(h: *mut HugeHeader) {
 /// # Safety
 /// `p` is a live block of instance `I`.
 #[inline]
-pub unsafe fn usable_size<I: Instance>(p: *mut u8) -> usize {
+pub unsafe fn usable_size(p: *mut u8) -> usize {
     let seg = segment_of(p);
     // SAFETY: per contract.
     unsafe {
@@ -230,24 +231,26 @@ pub unsafe fn usable_size<I: Instance>(p: *mut u8) -> usize {
     }
 }
 
-/// Resizes block `p` (allocated with alignment `align`) to `new_size`
-/// bytes, in place when its class allows, by moving pages for huge blocks,
-/// else by copying. On failure returns null and `p` is untouched.
+/// Resizes block `p` to `new_size` bytes, in place when its class allows,
+/// by moving pages for huge blocks, else by copying. `layout` is the
+/// `(size, align)` the block was allocated with, if known (the C ABI does
+/// not know it: alignment [`MIN_ALIGN`] then). On failure returns null and
+/// `p` is untouched.
 ///
 /// # Safety
-/// `p` is a live block of instance `I` allocated with `old_size` and `align`
-/// (`old_size` is only checked, with `boundary-checks`).
+/// `p` is a live block of instance `I` (allocated with `layout`, which is
+/// only checked, with `boundary-checks`).
 pub unsafe fn realloc<I: Instance>(
     p: *mut u8,
-    old_size: usize,
-    align: usize,
+    layout: Option<(usize, usize)>,
     new_size: usize,
 ) -> *mut u8 {
-    check::validate::<I>(p, Some((old_size, align)));
+    check::validate::<I>(p, layout);
+    let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
     let seg = segment_of(p);
     // SAFETY: per contract.
     unsafe {
-        let usable = usable_size::<I>(p);
+        let usable = usable_size(p);
         if is_small(seg) {
             // Stay if the block fits and is not more than twice too big
             // (blocks of the linear classes always stay when shrinking).
@@ -267,7 +270,7 @@ pub unsafe fn realloc<I: Instance>(
             return q;
         }
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
-        check::on_free::<I>(p);
+        check::on_free(p);
         free_unchecked::<I>(p);
         q
     }

@@ -30,7 +30,13 @@ pub fn fatal(what: &str, p: *const u8) -> ! {
         let nib = (v >> (60 - 4 * i)) & 0xf;
         *d = b"0123456789abcdef"[nib];
     }
-    for part in [b"emma: ".as_slice(), what.as_bytes(), b" (pointer ", &hex, b")\n"] {
+    for part in [
+        b"emma: ".as_slice(),
+        what.as_bytes(),
+        b" (pointer ",
+        &hex,
+        b")\n",
+    ] {
         let _ = sys::write_all(2, part);
     }
     sys::abort()
@@ -97,7 +103,13 @@ mod enabled {
                     fatal("double free (block is not live)", p);
                 }
                 if let Some((size, align)) = layout {
-                    check_layout(p, size, align, (*page).block_size as usize, (*page).class as usize);
+                    check_layout(
+                        p,
+                        size,
+                        align,
+                        (*page).block_size as usize,
+                        (*page).class as usize,
+                    );
                 }
             } else {
                 let h = seg.cast::<HugeHeader>();
@@ -108,7 +120,8 @@ mod enabled {
                     fatal("double free of a huge block", p);
                 }
                 if let Some((size, align)) = layout {
-                    if size > (*h).usable() || align > (*h).align.max(crate::size_class::MIN_ALIGN) {
+                    if size > (*h).usable() || align > (*h).align.max(crate::size_class::MIN_ALIGN)
+                    {
                         fatal("layout does not match the allocation (huge block)", p);
                     }
                 }
@@ -120,12 +133,19 @@ mod enabled {
         if size == 0 || !align.is_power_of_two() {
             fatal("bad layout: zero size or alignment not a power of two", p);
         }
-        if (p as usize) % align != 0 || size > block {
-            fatal("layout does not match the allocation (size or alignment)", p);
+        if !(p as usize).is_multiple_of(align) || size > block {
+            fatal(
+                "layout does not match the allocation (size or alignment)",
+                p,
+            );
         }
         // The block's class must be what `size` asks for, unless an in-place
         // realloc shrank it (then the block is at most twice the size).
-        let expected = if size <= MAX_CLASS_SIZE { class_of_aligned(size, align.max(16)) } else { None };
+        let expected = if size <= MAX_CLASS_SIZE {
+            class_of_aligned(size, align.max(16))
+        } else {
+            None
+        };
         if expected != Some(class) && size * 2 < block && block > 128 {
             fatal("layout does not match the allocation (size class)", p);
         }
@@ -133,7 +153,7 @@ mod enabled {
 
     /// Marks block `p` free; aborts if it was not live.
     #[inline]
-    pub fn on_free<I: Instance>(p: *mut u8) {
+    pub fn on_free(p: *mut u8) {
         let seg = segment_of(p);
         // SAFETY: validated before.
         if unsafe { crate::segment::is_small(seg) } {
@@ -154,7 +174,7 @@ mod enabled {
     #[inline]
     pub fn on_dealloc<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
         validate::<I>(p, layout);
-        on_free::<I>(p);
+        on_free(p);
     }
 
     /// `p` is not in any segment of `I`: tell another emma instance's block
@@ -191,7 +211,7 @@ mod enabled {
 
     /// Nothing to record without `boundary-checks`.
     #[inline(always)]
-    pub fn on_free<I: Instance>(_p: *mut u8) {}
+    pub fn on_free(_p: *mut u8) {}
 
     /// Nothing to check without `boundary-checks`.
     #[inline(always)]

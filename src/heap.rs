@@ -38,9 +38,9 @@
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
 
+use crate::instance::InstanceState;
 use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment};
 use crate::size_class::{Class, CLASS_COUNT};
-use crate::instance::InstanceState;
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -422,7 +422,11 @@ impl Heap {
         unsafe {
             for c in 0..CLASS_COUNT {
                 let q = (*h).queues[c];
-                let expect = if q.first.is_null() { EMPTY_PAGE.get() } else { q.first };
+                let expect = if q.first.is_null() {
+                    EMPTY_PAGE.get()
+                } else {
+                    q.first
+                };
                 if (*h).pages[c] != expect {
                     return Err("fast-path page is not the queue head");
                 }
@@ -495,7 +499,11 @@ impl Heap {
         // SAFETY: owner only.
         unsafe {
             (*h).queues[c].first = page;
-            (*h).pages[c] = if page.is_null() { EMPTY_PAGE.get() } else { page };
+            (*h).pages[c] = if page.is_null() {
+                EMPTY_PAGE.get()
+            } else {
+                page
+            };
         }
     }
 

@@ -236,15 +236,27 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
     let (base, len, align) = unsafe {
         (*h).live.store(false, Ordering::Relaxed);
-        (NonNull::new_unchecked(h.cast::<u8>()), (*h).map_len, (*h).align)
+        (
+            NonNull::new_unchecked(h.cast::<u8>()),
+            (*h).map_len,
+            (*h).align,
+        )
     };
     count(store, len, false);
     let victim = if align <= SEGMENT_SIZE {
         let _g = store.lock();
         // SAFETY: lock held.
-        unsafe { (*store.huge.get()).put(Entry { base: base.as_ptr(), len }) }
+        unsafe {
+            (*store.huge.get()).put(Entry {
+                base: base.as_ptr(),
+                len,
+            })
+        }
     } else {
-        Some(Entry { base: base.as_ptr(), len })
+        Some(Entry {
+            base: base.as_ptr(),
+            len,
+        })
     };
     if let Some(e) = victim {
         // SAFETY: the victim left (or never entered) the cache; it is idle.
@@ -260,7 +272,8 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
 /// `h` is the header of a live huge block owned by the caller.
 pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize) -> *mut u8 {
     // SAFETY: per contract.
-    let (seg, map_len, align, block) = unsafe { (h as usize, (*h).map_len, (*h).align, (*h).block) };
+    let (seg, map_len, align, block) =
+        unsafe { (h as usize, (*h).map_len, (*h).align, (*h).block) };
     let off = block as usize - seg;
     let Some(need) = new_size.checked_add(off).and_then(page_align) else {
         return ptr::null_mut();
@@ -272,12 +285,18 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
             // SAFETY: the tail lies past the block's new end.
             unsafe {
                 store.segmap.remove(seg, map_len);
-                os::unmap(NonNull::new_unchecked((seg + need) as *mut u8), map_len - need);
+                os::unmap(
+                    NonNull::new_unchecked((seg + need) as *mut u8),
+                    map_len - need,
+                );
                 let _ = store.segmap.insert(seg, need);
                 (*h).map_len = need;
             }
             store.uncharge(map_len - need);
-            store.stats.huge_bytes.fetch_sub(map_len - need, Ordering::Relaxed);
+            store
+                .stats
+                .huge_bytes
+                .fetch_sub(map_len - need, Ordering::Relaxed);
         }
         return block;
     }
@@ -298,7 +317,10 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
                 (*h).map_len = need;
                 (*h).block = new.as_ptr().add(off);
             }
-            store.stats.huge_bytes.fetch_add(need - map_len, Ordering::Relaxed);
+            store
+                .stats
+                .huge_bytes
+                .fetch_add(need - map_len, Ordering::Relaxed);
             // SAFETY: just set.
             unsafe { (*h).block }
         }

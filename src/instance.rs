@@ -36,8 +36,8 @@
 //! heap: with `tls` through its slot, without through rule 1.
 
 use crate::heap::{empty_heap, Heap};
-use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
 use crate::segmap::Chunk;
+use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
 use crate::sync::{ForkState, ForkWatch};
 use crate::{sys, thread};
@@ -252,8 +252,11 @@ impl InstanceState {
 
     /// Refreshes the calling thread's own heap after a fork (new thread id,
     /// current epoch), so that it counts as alive again.
-    pub fn refresh_heap(&self, h: *mut Heap) {
-        // SAFETY: the caller owns `h`, a real heap.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap of this instance.
+    pub unsafe fn refresh_heap(&self, h: *mut Heap) {
+        // SAFETY: per contract.
         let hr = unsafe { &*h };
         hr.owner_tid.store(sys::gettid(), Ordering::Relaxed);
         hr.epoch.store(self.epoch(), Ordering::Relaxed);
@@ -323,10 +326,12 @@ impl InstanceState {
             let mut head = self.heaps.load(Ordering::Relaxed);
             loop {
                 (*mem).next_heap = head;
-                match self
-                    .heaps
-                    .compare_exchange_weak(head, mem, Ordering::Release, Ordering::Relaxed)
-                {
+                match self.heaps.compare_exchange_weak(
+                    head,
+                    mem,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => break,
                     Err(x) => head = x,
                 }
@@ -385,17 +390,51 @@ impl InstanceState {
     }
 
     /// Gives back to the kernel what the calling thread's heap and the
-    /// instance's caches hold without live blocks.
+    /// instance's caches hold without live blocks. With `by_tid` (only
+    /// sound with `tls`, see rule 3), also collects the heaps of threads
+    /// that have exited: their pending remote frees are applied, their
+    /// empty pages released, and the heaps left free for reuse.
     ///
     /// # Safety
     /// `h` is the calling thread's heap (or the empty heap).
-    pub unsafe fn trim(&self, h: *mut Heap) {
+    pub unsafe fn trim(&self, h: *mut Heap, by_tid: bool) {
         self.enter();
         if !Heap::is_empty_heap(h) {
             // SAFETY: per contract.
             unsafe { Heap::trim(h) };
         }
+        if by_tid {
+            self.collect_abandoned();
+        }
         self.store.drain_caches();
+    }
+
+    /// Claims each heap whose owner thread has exited, trims it and leaves
+    /// it unowned (rule 2 then hands it to the next new thread).
+    fn collect_abandoned(&self) {
+        let tid = sys::gettid();
+        let epoch = self.epoch();
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: registry heaps live as long as the instance.
+            let hr = unsafe { &*h };
+            let owner = hr.owner_tid.load(Ordering::Relaxed);
+            if owner != 0
+                && owner != tid
+                && hr.epoch.load(Ordering::Relaxed) == epoch
+                && !sys::thread_alive(owner)
+                && hr
+                    .owner_tid
+                    .compare_exchange(owner, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // SAFETY: we claimed the heap; its owner is gone.
+                unsafe { Heap::trim(h) };
+                hr.owner_tp.store(0, Ordering::Relaxed);
+                hr.owner_tid.store(0, Ordering::Release);
+            }
+            h = hr.next_heap;
+        }
     }
 
     /// Unmaps everything the instance has mapped and returns it to its
@@ -443,6 +482,12 @@ impl InstanceState {
         self.store.stats.segments.store(0, Ordering::Relaxed);
         self.store.stats.huge_blocks.store(0, Ordering::Relaxed);
         self.store.stats.huge_bytes.store(0, Ordering::Relaxed);
+        if let Some(page) = NonNull::new(self.fork.page()) {
+            // SAFETY: the fork page is ours and nobody reads it during teardown.
+            unsafe { crate::os::unmap(page, crate::sys::PAGE_SIZE) };
+        }
+        self.fork.disarm();
+        self.ready.store(0, Ordering::Release);
     }
 }
 

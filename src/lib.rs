@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use core::alloc::{GlobalAlloc, Layout};
-//! use emma::Instance;
+//! use emma::InstanceExt;
 //!
 //! emma::emma_instance!(Cache);
 //! emma::emma_instance!(Scratch);
@@ -61,6 +61,7 @@
 extern crate std;
 
 mod api;
+pub mod c;
 mod check;
 mod heap;
 mod huge;
@@ -109,10 +110,14 @@ pub trait InstanceExt: Instance {
     }
 
     /// Gives back to the kernel the memory the calling thread's heap and
-    /// the instance's caches hold without live blocks.
+    /// the instance's caches hold without live blocks. With `tls`, also
+    /// collects blocks other threads freed into the heaps of threads that
+    /// have exited. (Without `tls` such heaps are collected when a new
+    /// thread inherits the exited thread's stack, which thread libraries
+    /// do routinely; see the README's limits.)
     fn trim(self) {
         // SAFETY: `Self::heap()` is the calling thread's heap.
-        unsafe { Self::state().trim(Self::heap()) }
+        unsafe { Self::state().trim(Self::heap(), Self::USES_TLS) }
     }
 
     /// Bytes usable in block `p` (at least the requested size).
@@ -121,7 +126,7 @@ pub trait InstanceExt: Instance {
     /// `p` is a live block of this instance.
     unsafe fn usable_size(self, p: *mut u8) -> usize {
         // SAFETY: forwarded contract.
-        unsafe { api::usable_size::<Self>(p) }
+        unsafe { api::usable_size(p) }
     }
 
     /// Re-checks the invariants of the calling thread's heap (free lists,
@@ -142,6 +147,7 @@ pub mod __private {
     pub use crate::heap::Heap;
     pub use crate::instance::InstanceState;
     pub use crate::thread::TlsSlot;
+    pub use paste::paste;
 
     use super::*;
 
@@ -174,6 +180,6 @@ pub mod __private {
     #[inline(always)]
     pub unsafe fn global_realloc<I: Instance>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded contract.
-        unsafe { api::realloc::<I>(p, l.size(), l.align(), new_size) }
+        unsafe { api::realloc::<I>(p, Some((l.size(), l.align())), new_size) }
     }
 }

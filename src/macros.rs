@@ -28,10 +28,62 @@
 ///
 /// Attributes and doc comments before the visibility are passed on to the
 /// struct. The calling crate needs no feature gates and no `unsafe`.
+///
+/// # C functions
+/// `emma_instance!(pub PluginHeap, c_prefix = plugin_)` also exports the C
+/// allocation family for this instance as `plugin_malloc`, `plugin_calloc`,
+/// `plugin_realloc`, `plugin_free`, `plugin_aligned_alloc`,
+/// `plugin_posix_memalign`, `plugin_memalign`, `plugin_valloc`,
+/// `plugin_pvalloc`, `plugin_reallocarray` and `plugin_malloc_usable_size`
+/// (semantics in [`emma::c`](crate::c)). `c_malloc` instead of `c_prefix`
+/// exports the plain names, replacing the process's `malloc` (use it once,
+/// in a library meant for `LD_PRELOAD` or a program without libc). Add
+/// `c_errno = path::to::fn` to have failures reported through a
+/// `fn(i32)` of yours (emma itself never touches the C library's `errno`).
+///
+/// The functions are exported symbols, not Rust items (they live in an
+/// anonymous scope, so `c_malloc` cannot clash with anything): C code, or
+/// Rust through an `extern` block, calls them.
+///
+/// ```
+/// emma::emma_instance!(pub PluginHeap, c_prefix = doc_example_);
+///
+/// unsafe extern "C" {
+///     fn doc_example_malloc(size: usize) -> *mut u8;
+///     fn doc_example_free(p: *mut u8);
+/// }
+///
+/// unsafe {
+///     let p = doc_example_malloc(10);
+///     assert!(!p.is_null() && p as usize % 16 == 0);
+///     doc_example_free(p);
+/// }
+/// ```
 #[macro_export]
 macro_rules! emma_instance {
     ($(#[$attr:meta])* $vis:vis $name:ident $(,)?) => {
-        $(#[$attr])*
+        $crate::emma_instance!(@instance [$(#[$attr])*] $vis $name);
+    };
+    ($(#[$attr:meta])* $vis:vis $name:ident, c_prefix = $prefix:ident $(,)?) => {
+        $crate::emma_instance!(@instance [$(#[$attr])*] $vis $name);
+        $crate::emma_instance!(@prefixed $name, $prefix, $crate::c::NoErrno);
+    };
+    ($(#[$attr:meta])* $vis:vis $name:ident, c_prefix = $prefix:ident, c_errno = $errno:path $(,)?) => {
+        $crate::emma_instance!(@instance [$(#[$attr])*] $vis $name);
+        $crate::emma_instance!(@errno $name, $errno, @prefixed $prefix);
+    };
+    ($(#[$attr:meta])* $vis:vis $name:ident, c_malloc $(,)?) => {
+        $crate::emma_instance!(@instance [$(#[$attr])*] $vis $name);
+        $crate::emma_instance!(@unprefixed $name, $crate::c::NoErrno);
+    };
+    ($(#[$attr:meta])* $vis:vis $name:ident, c_malloc, c_errno = $errno:path $(,)?) => {
+        $crate::emma_instance!(@instance [$(#[$attr])*] $vis $name);
+        $crate::emma_instance!(@errno $name, $errno, @unprefixed);
+    };
+
+    // ---- internal rules -------------------------------------------------
+    (@instance [$($attr:tt)*] $vis:vis $name:ident) => {
+        $($attr)*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         $vis struct $name;
 
@@ -66,6 +118,91 @@ macro_rules! emma_instance {
                 }
             }
         };
+    };
+    (@errno $name:ident, $errno:path, @$kind:ident $($prefix:ident)?) => {
+        const _: () = {
+            struct Errno;
+            impl $crate::c::ErrnoSink for Errno {
+                #[inline]
+                fn set(code: i32) {
+                    $errno(code)
+                }
+            }
+            $crate::emma_instance!(@$kind $name, $($prefix,)? Errno);
+        };
+    };
+    (@prefixed $name:ident, $prefix:ident, $errno:ty) => {
+        $crate::__private::paste! {
+            $crate::emma_instance!(@c_fns $name, $errno,
+                [<$prefix malloc>] [<$prefix calloc>] [<$prefix realloc>] [<$prefix free>]
+                [<$prefix aligned_alloc>] [<$prefix posix_memalign>] [<$prefix memalign>]
+                [<$prefix valloc>] [<$prefix pvalloc>] [<$prefix reallocarray>]
+                [<$prefix malloc_usable_size>]);
+        }
+    };
+    (@unprefixed $name:ident, $errno:ty) => {
+        $crate::emma_instance!(@c_fns $name, $errno,
+            malloc calloc realloc free aligned_alloc posix_memalign memalign
+            valloc pvalloc reallocarray malloc_usable_size);
+    };
+    (@c_fns $name:ident, $errno:ty, $malloc:ident $calloc:ident $realloc:ident $free:ident
+        $aligned_alloc:ident $posix_memalign:ident $memalign:ident $valloc:ident
+        $pvalloc:ident $reallocarray:ident $usable:ident) => {
+        const _: () = {
+            use ::core::ffi::c_void;
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $malloc(size: usize) -> *mut c_void {
+                $crate::c::malloc::<$name, $errno>(size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $calloc(count: usize, size: usize) -> *mut c_void {
+                $crate::c::calloc::<$name, $errno>(count, size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $realloc(p: *mut c_void, size: usize) -> *mut c_void {
+                unsafe { $crate::c::realloc::<$name, $errno>(p.cast(), size).cast() }
+            }
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $free(p: *mut c_void) {
+                unsafe { $crate::c::free::<$name>(p.cast()) }
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $aligned_alloc(align: usize, size: usize) -> *mut c_void {
+                $crate::c::aligned_alloc::<$name, $errno>(align, size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+                unsafe { $crate::c::posix_memalign::<$name>(out.cast(), align, size) }
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $memalign(align: usize, size: usize) -> *mut c_void {
+                $crate::c::memalign::<$name, $errno>(align, size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $valloc(size: usize) -> *mut c_void {
+                $crate::c::valloc::<$name, $errno>(size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub extern "C" fn $pvalloc(size: usize) -> *mut c_void {
+                $crate::c::pvalloc::<$name, $errno>(size).cast()
+            }
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
+                unsafe { $crate::c::reallocarray::<$name, $errno>(p.cast(), count, size).cast() }
+            }
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $usable(p: *mut c_void) -> usize {
+                unsafe { $crate::c::malloc_usable_size::<$name>(p.cast()) }
+            }
+        };
+    };
+
+    ($($other:tt)*) => {
+        ::core::compile_error!(
+            "emma_instance! expects `[attributes] [visibility] Name`, optionally followed by \
+             `, c_prefix = prefix_` (exports prefix_malloc, prefix_free, ...) or `, c_malloc` \
+             (exports malloc, free, ... unprefixed), and then optionally `, c_errno = path::to::set_errno`"
+        );
     };
 }
 

@@ -40,7 +40,7 @@ pub enum Purge {
 /// result is one mapping of exactly `len` bytes.
 pub fn map_aligned(len: usize, align: usize) -> Result<NonNull<u8>, Errno> {
     debug_assert!(align.is_power_of_two() && align >= PAGE_SIZE);
-    debug_assert!(len % PAGE_SIZE == 0 && len > 0);
+    debug_assert!(len.is_multiple_of(PAGE_SIZE) && len > 0);
     let over = len.checked_add(align - PAGE_SIZE).ok_or(Errno::ENOMEM)?;
     let raw = sys::mmap_anon(over)?;
     let start = raw.as_ptr() as usize;
@@ -118,7 +118,9 @@ pub unsafe fn remap_aligned(
         return Ok(addr);
     }
     // Reserve an aligned landing zone, then move the pages into it.
-    let over = new_len.checked_add(align - PAGE_SIZE).ok_or(Errno::ENOMEM)?;
+    let over = new_len
+        .checked_add(align - PAGE_SIZE)
+        .ok_or(Errno::ENOMEM)?;
     let zone = sys::mmap_reserve(over)?;
     let start = zone.as_ptr() as usize;
     let aligned = (start + align - 1) & !(align - 1);
@@ -139,10 +141,7 @@ pub unsafe fn remap_aligned(
                 unmap(zone, head);
             }
             if tail > 0 {
-                unmap(
-                    NonNull::new_unchecked((aligned + new_len) as *mut u8),
-                    tail,
-                );
+                unmap(NonNull::new_unchecked((aligned + new_len) as *mut u8), tail);
             }
         }
     }

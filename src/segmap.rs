@@ -46,7 +46,8 @@ pub struct SegMap {
     top: [AtomicPtr<Leaf>; TOP_LEN],
 }
 
-const _: () = assert!(TOP_BITS == 9 && core::mem::size_of::<Leaf>() % crate::sys::PAGE_SIZE == 0);
+const _: () =
+    assert!(TOP_BITS == 9 && core::mem::size_of::<Leaf>().is_multiple_of(crate::sys::PAGE_SIZE));
 
 impl SegMap {
     /// An empty map (nothing is owned).
@@ -91,7 +92,11 @@ impl SegMap {
             self.leaf_or_create(t)?;
         }
         for i in 0..chunks {
-            let v = if i == 0 { Chunk::Header } else { Chunk::Interior };
+            let v = if i == 0 {
+                Chunk::Header
+            } else {
+                Chunk::Interior
+            };
             self.store(base + i * SEGMENT_SIZE, v);
         }
         Ok(())

@@ -184,7 +184,7 @@ impl Page {
     pub fn is_block_start(&self, p: *mut u8) -> bool {
         let off = (p as usize).wrapping_sub(self.start as usize);
         self.slice_count != 0
-            && off % self.block_size as usize == 0
+            && off.is_multiple_of(self.block_size as usize)
             && off / (self.block_size as usize) < self.capacity as usize
     }
 

@@ -79,7 +79,7 @@ pub const fn class_size(c: Class) -> usize {
 /// MAX_CLASS_SIZE`; 0 is treated as 1 by callers).
 #[inline(always)]
 pub fn class_of(size: usize) -> Class {
-    debug_assert!(size >= 1 && size <= MAX_CLASS_SIZE);
+    debug_assert!((1..=MAX_CLASS_SIZE).contains(&size));
     if size <= TABLE_LIMIT {
         SMALL_TABLE[size.div_ceil(MIN_ALIGN)] as Class
     } else {
@@ -99,7 +99,7 @@ pub fn class_of_aligned(size: usize, align: usize) -> Option<Class> {
     // At most four steps: the power of two at the end of the interval is
     // always a multiple of `align`.
     while c < CLASS_COUNT {
-        if class_size(c) % align == 0 {
+        if class_size(c).is_multiple_of(align) {
             return Some(c);
         }
         c += 1;
@@ -119,7 +119,7 @@ const _: () = {
     let mut c = 1;
     while c < CLASS_COUNT {
         assert!(class_size(c) > class_size(c - 1));
-        assert!(class_size(c) % MIN_ALIGN == 0);
+        assert!(class_size(c).is_multiple_of(MIN_ALIGN));
         // Each class is the answer for its own size and the size just above
         // the previous class.
         assert!(computed_class(class_size(c)) == c);

@@ -225,7 +225,10 @@ impl SegmentStore {
     pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
         // SAFETY: per contract the segment is idle and ours.
         unsafe {
-            (*seg).header.owner.store(ptr::null_mut(), Ordering::Relaxed);
+            (*seg)
+                .header
+                .owner
+                .store(ptr::null_mut(), Ordering::Relaxed);
             self.purge_segment(seg);
             let g = self.lock();
             let c = &mut *self.cached.get();

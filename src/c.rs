@@ -1,0 +1,188 @@
+//! The C allocation functions, with glibc's semantics, generic over the
+//! instance. [`emma_instance!`](crate::emma_instance) exports them under a
+//! prefix (`c_prefix = plugin_` gives `plugin_malloc`, …) or, for a drop-in
+//! replacement of the process's malloc, under their plain names
+//! (`c_malloc`).
+//!
+//! Where C leaves room, emma follows glibc, which is what Linux programs
+//! were tested against: every result is at least 16-byte aligned;
+//! `malloc(0)` returns a unique pointer; `realloc(p, 0)` frees `p` and
+//! returns null; `memalign` rounds a non-power-of-two alignment up while
+//! `aligned_alloc` rejects it; overflow in `calloc`, `reallocarray` and
+//! `pvalloc` gives null.
+//!
+//! `errno`: the engine has no libc, so it cannot reach the C library's
+//! `errno`. Failures are reported to an [`ErrnoSink`]; the default one
+//! ([`NoErrno`]) drops them, and the macro option `c_errno = path` routes
+//! them to a function of the caller's (a preloaded malloc uses
+//! `__errno_location`). `free` never touches `errno`.
+
+use crate::api::{self, Instance};
+use crate::size_class::MIN_ALIGN;
+use crate::sys::PAGE_SIZE;
+use core::ptr;
+
+/// `ENOMEM`: out of memory (also for sizes that overflow).
+pub const ENOMEM: i32 = 12;
+/// `EINVAL`: an alignment that is not a power of two (or not a multiple of
+/// the pointer size, for `posix_memalign`).
+pub const EINVAL: i32 = 22;
+
+/// Where the C functions report the error code of a failure.
+pub trait ErrnoSink {
+    /// Records `code` (ENOMEM or EINVAL) as the caller's `errno`.
+    fn set(code: i32);
+}
+
+/// Drops error codes (for prefixed functions in a library that must not
+/// touch the host's `errno`).
+pub struct NoErrno;
+
+impl ErrnoSink for NoErrno {
+    #[inline(always)]
+    fn set(_code: i32) {}
+}
+
+#[inline]
+fn fail<E: ErrnoSink>(code: i32) -> *mut u8 {
+    E::set(code);
+    ptr::null_mut()
+}
+
+#[inline]
+fn checked<E: ErrnoSink>(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        E::set(ENOMEM);
+    }
+    p
+}
+
+/// `malloc(size)`.
+#[inline]
+pub fn malloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
+    checked::<E>(api::alloc::<I>(size, MIN_ALIGN))
+}
+
+/// `calloc(count, size)`: zeroed; null on overflow.
+#[inline]
+pub fn calloc<I: Instance, E: ErrnoSink>(count: usize, size: usize) -> *mut u8 {
+    match count.checked_mul(size) {
+        Some(n) => checked::<E>(api::alloc_zeroed::<I>(n, MIN_ALIGN)),
+        None => fail::<E>(ENOMEM),
+    }
+}
+
+/// `free(p)`: null is ignored.
+///
+/// # Safety
+/// `p` is null or a live block of instance `I`, not used afterwards.
+#[inline]
+pub unsafe fn free<I: Instance>(p: *mut u8) {
+    if !p.is_null() {
+        // SAFETY: forwarded contract.
+        unsafe { api::free::<I>(p) }
+    }
+}
+
+/// `realloc(p, size)`: `p` null allocates; `size` 0 frees and returns null.
+///
+/// # Safety
+/// `p` is null or a live block of instance `I`; on success it must not be
+/// used afterwards.
+#[inline]
+pub unsafe fn realloc<I: Instance, E: ErrnoSink>(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc::<I, E>(size);
+    }
+    if size == 0 {
+        // SAFETY: forwarded contract.
+        unsafe { free::<I>(p) };
+        return ptr::null_mut();
+    }
+    // SAFETY: forwarded contract.
+    checked::<E>(unsafe { api::realloc::<I>(p, None, size) })
+}
+
+/// `reallocarray(p, count, size)`: `realloc` with overflow checking.
+///
+/// # Safety
+/// As for [`realloc`].
+#[inline]
+pub unsafe fn reallocarray<I: Instance, E: ErrnoSink>(
+    p: *mut u8,
+    count: usize,
+    size: usize,
+) -> *mut u8 {
+    match count.checked_mul(size) {
+        // SAFETY: forwarded contract.
+        Some(n) => unsafe { realloc::<I, E>(p, n) },
+        None => fail::<E>(ENOMEM),
+    }
+}
+
+/// `aligned_alloc(align, size)`: `align` must be a power of two.
+#[inline]
+pub fn aligned_alloc<I: Instance, E: ErrnoSink>(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return fail::<E>(EINVAL);
+    }
+    checked::<E>(api::alloc::<I>(size, align.max(MIN_ALIGN)))
+}
+
+/// `memalign(align, size)`: like glibc, rounds `align` up to a power of two.
+#[inline]
+pub fn memalign<I: Instance, E: ErrnoSink>(align: usize, size: usize) -> *mut u8 {
+    match align.checked_next_power_of_two() {
+        Some(a) => checked::<E>(api::alloc::<I>(size, a.max(MIN_ALIGN))),
+        None => fail::<E>(EINVAL),
+    }
+}
+
+/// `posix_memalign(out, align, size)`: returns 0, EINVAL (alignment not a
+/// power of two multiple of the pointer size) or ENOMEM; `*out` is written
+/// only on success; `errno` is not touched.
+///
+/// # Safety
+/// `out` is valid for a pointer-sized write.
+#[inline]
+pub unsafe fn posix_memalign<I: Instance>(out: *mut *mut u8, align: usize, size: usize) -> i32 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<usize>()) {
+        return EINVAL;
+    }
+    let p = api::alloc::<I>(size, align.max(MIN_ALIGN));
+    if p.is_null() {
+        return ENOMEM;
+    }
+    // SAFETY: per contract.
+    unsafe { out.write(p) };
+    0
+}
+
+/// `valloc(size)`: page aligned.
+#[inline]
+pub fn valloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
+    checked::<E>(api::alloc::<I>(size, PAGE_SIZE))
+}
+
+/// `pvalloc(size)`: page aligned, size rounded up to whole pages.
+#[inline]
+pub fn pvalloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
+    match crate::os::page_align(size.max(1)) {
+        Some(n) => checked::<E>(api::alloc::<I>(n, PAGE_SIZE)),
+        None => fail::<E>(ENOMEM),
+    }
+}
+
+/// `malloc_usable_size(p)`: 0 for null.
+///
+/// # Safety
+/// `p` is null or a live block of instance `I`.
+#[inline]
+pub unsafe fn malloc_usable_size<I: Instance>(p: *mut u8) -> usize {
+    if p.is_null() {
+        0
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { api::usable_size(p) }
+    }
+}
