@@ -6,7 +6,7 @@
 //! slow paths take `&'static InstanceState` and exist once.
 
 use crate::check;
-use crate::heap::Heap;
+use crate::heap::{Heap, HUGE_OWNER};
 use crate::huge::{self, HugeHeader};
 use crate::instance::InstanceState;
 use crate::segment::{is_small, owner_of, segment_of, Segment, SLICE_SIZE};
@@ -53,12 +53,34 @@ fn is_mine<I: Instance>(owner: *mut Heap) -> bool {
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null if no
 /// memory could be had. `size` 0 gets the smallest block.
+///
+/// Fast path for small sizes: a table lookup for the class, the TLS load,
+/// and [`Heap::alloc`]'s pop. Larger sizes compute the class arithmetically
+/// ([`alloc_medium`]); over-aligned and huge requests go to the slow path.
 #[inline(always)]
 pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if size <= MAX_CLASS_SIZE && align <= MIN_ALIGN {
+    if size <= SMALL_SIZE_MAX && align <= MIN_ALIGN {
         let c = class_of(size);
         // SAFETY: `I::heap()` is the calling thread's heap or the empty one.
         let p = unsafe { Heap::alloc(I::heap(), c) };
+        if !p.is_null() {
+            check::on_alloc(p);
+            return p;
+        }
+        return alloc_slow::<I>(size, align);
+    }
+    alloc_medium::<I>(size, align)
+}
+
+/// Sizes up to this take the table lookup in [`alloc`].
+const SMALL_SIZE_MAX: usize = 1024;
+
+/// Sizes above [`SMALL_SIZE_MAX`] and alignments above [`MIN_ALIGN`].
+#[inline(never)]
+fn alloc_medium<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if size <= MAX_CLASS_SIZE && align <= MIN_ALIGN {
+        // SAFETY: as in `alloc`.
+        let p = unsafe { Heap::alloc(I::heap(), class_of(size)) };
         if !p.is_null() {
             check::on_alloc(p);
             return p;
@@ -191,15 +213,13 @@ pub unsafe fn free<I: Instance>(p: *mut u8) {
 unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
     let seg = segment_of(p);
     // SAFETY: per the callers' contracts `p` is a live block, so its
-    // segment header is mapped and its page in use.
+    // segment header is mapped and, for a small segment, its page in use.
     unsafe {
-        if is_small(seg) {
-            let owner = owner_of(seg);
-            if is_mine::<I>(owner) {
-                Heap::free_local(owner, Segment::page_of(seg.cast(), p), p);
-            } else {
-                Heap::free_remote(owner, p);
-            }
+        let owner = owner_of(seg);
+        if is_mine::<I>(owner) {
+            Heap::free_local(owner, Segment::slice_entry(seg.cast(), p), p);
+        } else if owner != HUGE_OWNER.get() {
+            Heap::free_remote(owner, p);
         } else {
             free_huge::<I>(seg.cast());
         }

@@ -31,9 +31,9 @@
 //!
 //! # Invariants
 //! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
-//! - every page on `queues[c]` has class `c` and `in_queue` set; a page of
-//!   ours with live blocks that is not queued is *full* (no free and no
-//!   uncarved blocks);
+//! - every page on `queues[c]` has class `c` and no [`Page::FULL`] flag; a
+//!   page of ours with live blocks that is not queued has the flag and is
+//!   *full* (no free and no uncarved blocks when it left the queue);
 //! - an empty page (no live block) is released to its segment unless it is
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
@@ -115,6 +115,12 @@ static EMPTY_PAGE: Frozen<Page> = Frozen(UnsafeCell::new(Page::empty()));
 /// The heap a thread starts with: every class points at [`EMPTY_PAGE`], so
 /// the first allocation falls into the slow path, which claims a real heap.
 pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
+
+/// The `owner` of every huge segment: a heap no thread ever has, so a free
+/// of a huge block always takes the non-local branch, where it is told
+/// apart from a remote free by this address (no `kind` test on the local
+/// free path).
+pub static HUGE_OWNER: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
 
 /// Address of [`EMPTY_HEAP`].
 #[inline(always)]
@@ -222,7 +228,7 @@ impl Heap {
                 if page.is_null() {
                     return ptr::null_mut();
                 }
-                if (*page).free.is_null() {
+                if (*page).free.is_null() && !(*page).collect_local() {
                     let max = (EXTEND_BYTES / (*page).block_size as usize).max(1) as u32;
                     (*page).extend(max);
                 }
@@ -271,20 +277,54 @@ impl Heap {
         }
     }
 
-    /// Frees block `p` of `page` on the owner's thread: the free fast path.
+    /// Frees block `p` on the owner's thread: the free fast path. `entry`
+    /// is the metadata entry of `p`'s slice ([`Segment::slice_entry`]); when
+    /// it has flags (a full page, or a slice inside a multi-slice page) the
+    /// cold path sorts it out.
+    ///
+    /// About 8 instructions after the entry is known: test the flags, push
+    /// onto `local_free` (load, store, store), decrement `used` and test it.
     ///
     /// # Safety
-    /// The calling thread owns `h`; `p` is a live block of `page`, a page of
-    /// `h`.
+    /// The calling thread owns `h`; `p` is a live block of a page of `h`
+    /// and `entry` the entry of its slice.
     #[inline(always)]
-    pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
+    pub unsafe fn free_local(h: *mut Heap, entry: *mut Page, p: *mut u8) {
         // SAFETY: per contract.
         unsafe {
-            Block::set_next(p.cast(), (*page).free);
-            (*page).free = p.cast();
-            (*page).free_is_zero = false;
+            if (*entry).flags != 0 {
+                return Heap::free_local_flagged(h, p);
+            }
+            Block::set_next(p.cast(), (*entry).local_free);
+            (*entry).local_free = p.cast();
+            (*entry).used -= 1;
+            // An emptied page that is the only one of its class stays (a
+            // loop allocating and freeing one block must not churn pages).
+            if (*entry).used == 0 && !Heap::is_alone(h, entry) {
+                Heap::free_local_slow(h, entry);
+            }
+        }
+    }
+
+    /// Whether `page` (queued) is the only page of its class.
+    #[inline(always)]
+    unsafe fn is_alone(h: *mut Heap, page: *mut Page) -> bool {
+        // SAFETY: the owner reads its own queue.
+        unsafe {
+            *(*h).pages.get_unchecked((*page).class as usize) == page && (*page).next.is_null()
+        }
+    }
+
+    /// A local free into a full page or a multi-slice page.
+    #[cold]
+    unsafe fn free_local_flagged(h: *mut Heap, p: *mut u8) {
+        // SAFETY: per the caller's contract.
+        unsafe {
+            let page = Segment::page_of(segment_of(p).cast(), p);
+            Block::set_next(p.cast(), (*page).local_free);
+            (*page).local_free = p.cast();
             (*page).used -= 1;
-            if (*page).used == 0 || !(*page).in_queue {
+            if (*page).used == 0 || !(*page).in_queue() {
                 Heap::free_local_slow(h, page);
             }
         }
@@ -295,20 +335,19 @@ impl Heap {
     unsafe fn free_local_slow(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages.
         unsafe {
+            if (*page).in_queue() && Heap::is_alone(h, page) {
+                return;
+            }
             (*h).set_busy(true);
-            if !(*page).in_queue {
+            if !(*page).in_queue() {
                 if (*page).used == 0 {
                     Heap::retire(h, page);
                 } else {
                     Heap::push_back(h, page);
                 }
             } else if (*page).used == 0 {
-                let c = (*page).class as usize;
-                let alone = (*h).queues[c].first == page && (*page).next.is_null();
-                if !alone {
-                    Heap::unlink(h, page);
-                    Heap::retire(h, page);
-                }
+                Heap::unlink(h, page);
+                Heap::retire(h, page);
             }
             (*h).set_busy(false);
         }
@@ -362,7 +401,7 @@ impl Heap {
                 let next = Block::next(b);
                 let p = b.cast::<u8>();
                 let seg = segment_of(p).cast::<Segment>();
-                Heap::free_local(h, Segment::page_of(seg, p), p);
+                Heap::free_local(h, Segment::slice_entry(seg, p), p);
                 b = next;
                 n += 1;
             }
@@ -434,7 +473,7 @@ impl Heap {
                 let mut page = q.first;
                 while !page.is_null() {
                     let p = &*page;
-                    if p.class as usize != c || !p.in_queue || p.prev != prev {
+                    if p.class as usize != c || p.flags != 0 || p.prev != prev {
                         return Err("queue links or class broken");
                     }
                     if owner_of(Page::segment(page).cast()) != h {
@@ -514,7 +553,7 @@ impl Heap {
             let first = (*h).queues[c].first;
             (*page).prev = ptr::null_mut();
             (*page).next = first;
-            (*page).in_queue = true;
+            (*page).flags &= !Page::FULL;
             if first.is_null() {
                 (*h).queues[c].last = page;
             } else {
@@ -531,7 +570,7 @@ impl Heap {
             let last = (*h).queues[c].last;
             (*page).next = ptr::null_mut();
             (*page).prev = last;
-            (*page).in_queue = true;
+            (*page).flags &= !Page::FULL;
             (*h).queues[c].last = page;
             if last.is_null() {
                 Heap::set_first(h, c, page);
@@ -558,7 +597,7 @@ impl Heap {
             }
             (*page).next = ptr::null_mut();
             (*page).prev = ptr::null_mut();
-            (*page).in_queue = false;
+            (*page).flags |= Page::FULL;
         }
     }
 

@@ -138,7 +138,7 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
             header: SegmentHeader {
                 kind: Kind::Huge as u32,
                 instance,
-                owner: AtomicPtr::new(ptr::null_mut()),
+                owner: AtomicPtr::new(crate::heap::HUGE_OWNER.get()),
             },
             map_len,
             block,

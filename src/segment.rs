@@ -65,8 +65,8 @@ pub struct SegmentHeader {
     /// The owning instance's address: its identity (checked with
     /// `boundary-checks`).
     pub instance: usize,
-    /// The heap that owns this segment's pages (null for huge segments and
-    /// for segments in the instance cache).
+    /// The heap that owns this segment's pages ([`crate::heap::HUGE_OWNER`]
+    /// for huge segments, null for segments in the instance cache).
     pub owner: AtomicPtr<Heap>,
 }
 
@@ -108,17 +108,24 @@ impl Block {
 /// the page's memory can be purged and its blocks overrun without losing
 /// it).
 ///
+/// Two free lists, as in mimalloc: allocation pops `free`, local frees push
+/// `local_free`, and when `free` runs dry the slow path moves `local_free`
+/// over. Keeping freed blocks off `free` keeps `free_is_zero` true for a
+/// fresh page's carved blocks without a store on every free.
+///
 /// Invariants (checked by [`Page::check`]):
-/// - `used + len(free) == capacity <= reserved`;
-/// - every block on `free` lies in the carved part of the page, on a block
-///   boundary, and appears once;
+/// - `used + len(free) + len(local_free) == capacity <= reserved`;
+/// - every block on the lists lies in the carved part of the page, on a
+///   block boundary, and appears once;
 /// - blocks freed by other threads are counted in `used` until the owner
 ///   drains its heap's remote list and frees them locally;
 /// - `free_is_zero` implies every block on `free` is zero past its link word.
-#[repr(C)]
+#[repr(C, align(64))]
 pub struct Page {
     /// Free blocks, popped by the owner without atomics.
     pub free: *mut Block,
+    /// Blocks freed by the owner since `free` was last refilled.
+    pub local_free: *mut Block,
     /// Blocks handed out and not yet freed locally.
     pub used: u32,
     /// Blocks carved so far (carving is lazy: memory is touched on demand).
@@ -131,8 +138,9 @@ pub struct Page {
     pub class: u8,
     /// Slices the page spans (0 for a slice that is not a page head).
     pub slice_count: u8,
-    /// The page is on its heap's queue for its class.
-    pub in_queue: bool,
+    /// [`Page::FULL`] and [`Page::NOT_HEAD`]: zero for a queued page head,
+    /// the only case the free fast path handles inline.
+    pub flags: u8,
     /// Every block on `free` is zero except its link (fresh memory).
     pub free_is_zero: bool,
     /// The page's memory was zero when the page was set up.
@@ -148,19 +156,33 @@ pub struct Page {
 impl Page {
     const EMPTY: Page = Page {
         free: ptr::null_mut(),
+        local_free: ptr::null_mut(),
         used: 0,
         capacity: 0,
         reserved: 0,
         block_size: 0,
         class: 0,
         slice_count: 0,
-        in_queue: false,
+        flags: 0,
         free_is_zero: false,
         fresh: false,
         start: ptr::null_mut(),
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
     };
+
+    /// Flag: a page with live blocks that is not on its heap's queue (it had
+    /// no free block when the allocator last looked).
+    pub const FULL: u8 = 1;
+    /// Flag: the entry of a slice that is not the first of its page; the
+    /// page's metadata is at the entry of its first slice.
+    pub const NOT_HEAD: u8 = 2;
+
+    /// Whether the page is on its heap's queue.
+    #[inline]
+    pub fn in_queue(&self) -> bool {
+        self.flags & Page::FULL == 0
+    }
 
     /// A page with no blocks, for heaps that have no page of a class yet:
     /// the allocation fast path finds `free` null and takes the slow path.
@@ -186,6 +208,20 @@ impl Page {
         self.slice_count != 0
             && off.is_multiple_of(self.block_size as usize)
             && off / (self.block_size as usize) < self.capacity as usize
+    }
+
+    /// Moves `local_free` onto the empty `free` list; returns whether there
+    /// was anything to move.
+    #[inline]
+    pub fn collect_local(&mut self) -> bool {
+        debug_assert!(self.free.is_null());
+        if self.local_free.is_null() {
+            return false;
+        }
+        self.free = self.local_free;
+        self.local_free = ptr::null_mut();
+        self.free_is_zero = false;
+        true
     }
 
     /// Carves up to `max_new` more blocks onto the free list; returns how
@@ -229,20 +265,22 @@ impl Page {
             return Err("capacity exceeds reserved");
         }
         let mut n: u32 = 0;
-        let mut b = self.free;
-        while !b.is_null() {
-            if !self.is_block_start(b.cast()) {
-                return Err("free list holds a pointer that is not a block of the page");
+        for list in [self.free, self.local_free] {
+            let mut b = list;
+            while !b.is_null() {
+                if !self.is_block_start(b.cast()) {
+                    return Err("free list holds a pointer that is not a block of the page");
+                }
+                n += 1;
+                if n > self.capacity {
+                    return Err("free lists are longer than the page (cycle or duplicate)");
+                }
+                // SAFETY: `b` was just verified to be a block of this page.
+                b = unsafe { Block::next(b) };
             }
-            n += 1;
-            if n > self.capacity {
-                return Err("free list is longer than the page (cycle or duplicate)");
-            }
-            // SAFETY: `b` was just verified to be a block of this page.
-            b = unsafe { Block::next(b) };
         }
         if n + self.used != self.capacity {
-            return Err("used + free != capacity");
+            return Err("used + free + local_free != capacity");
         }
         Ok(())
     }
@@ -275,6 +313,8 @@ const ALL_PAGE_SLICES: u64 = !1;
 
 const _: () = {
     assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+    // `page_of` indexes pages with a shift.
+    assert!(core::mem::size_of::<Page>() == 64);
     assert!(SLICES == 64); // the slice bitmaps are u64
     assert!(SEGMENT_SIZE.is_power_of_two() && SLICE_SIZE.is_power_of_two());
     // Any class fits at least one block in a page of the whole segment.
@@ -364,10 +404,12 @@ impl Segment {
             s.pages_in_use += 1;
             for i in head..head + n {
                 s.head_of[i] = head as u8;
+                s.pages[i].flags = if i == head { 0 } else { Page::NOT_HEAD };
             }
             let bs = class_size(c);
             let page = &mut s.pages[head];
             *page = Page {
+                flags: Page::FULL, // not queued yet
                 reserved: ((n * SLICE_SIZE) / bs) as u32,
                 block_size: bs as u32,
                 class: c as u8,
@@ -402,7 +444,9 @@ impl Segment {
                     s.dirty_slices &= !mask;
                 }
             }
-            *p = Page::empty();
+            for i in head..head + n {
+                s.pages[i] = Page::empty();
+            }
             s.pages_in_use -= 1;
             s.pages_in_use == 0
         }
@@ -421,6 +465,19 @@ impl Segment {
             let head = *(*seg).head_of.get_unchecked(slice) as usize;
             (*seg).pages.as_mut_ptr().add(head)
         }
+    }
+
+    /// The metadata entry of the slice holding `p`: the page itself if the
+    /// slice is the page's first (flags without [`Page::NOT_HEAD`]). One
+    /// load cheaper than [`Segment::page_of`]; used by the free fast path.
+    ///
+    /// # Safety
+    /// As for [`Segment::page_of`].
+    #[inline(always)]
+    pub unsafe fn slice_entry(seg: *mut Segment, p: *mut u8) -> *mut Page {
+        let slice = (p as usize - seg as usize) >> SLICE_SHIFT;
+        // SAFETY: per contract, `slice < SLICES`.
+        unsafe { (*seg).pages.as_mut_ptr().add(slice) }
     }
 
     /// The ranges of dirty free slices, for purging: calls `f(first, count)`
