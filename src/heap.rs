@@ -39,7 +39,7 @@
 //! - every segment on `segments` has `owner == self`.
 
 use crate::instance::InstanceState;
-use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment};
+use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICE_SIZE};
 use crate::size_class::{Class, CLASS_COUNT};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -270,6 +270,9 @@ impl Heap {
                     }
                 }
             };
+            (*h).inst()
+                .store
+                .commit((*seg).clean_slices(head, n) * SLICE_SIZE);
             let page = Segment::setup_page(seg, head, n, c);
             bump(&(*h).stats.pages, 1);
             Heap::push_front(h, page);

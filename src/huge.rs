@@ -172,6 +172,7 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         let Some(base) = store.map(need) else {
             return (ptr::null_mut(), false);
         };
+        store.commit(need);
         count(store, need, true);
         // SAFETY: fresh mapping of `need` bytes.
         (unsafe { init(base, need, align, instance) }, true)
@@ -223,6 +224,7 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
         return ptr::null_mut();
     }
     count(store, len, true);
+    store.commit(len);
     // SAFETY: `[seg, seg + len)` is ours; the block is at seg + SEGMENT_SIZE.
     unsafe { init(base, len, align, instance) }
 }
@@ -259,6 +261,7 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         })
     };
     if let Some(e) = victim {
+        store.decommit(e.len);
         // SAFETY: the victim left (or never entered) the cache; it is idle.
         unsafe { store.unmap(NonNull::new_unchecked(e.base), e.len) };
     }
@@ -345,6 +348,7 @@ pub fn drain_cache(store: &SegmentStore) {
             c.bytes -= c.entries[c.count].len;
             c.entries[c.count]
         };
+        store.decommit(e.len);
         // SAFETY: out of the cache, idle.
         unsafe { store.unmap(NonNull::new_unchecked(e.base), e.len) };
     }

@@ -53,13 +53,18 @@
 //! [`emma_instance!`] macro.
 
 #![no_std]
-#![cfg_attr(feature = "tls", feature(allow_internal_unstable))]
-#![cfg_attr(feature = "tls", allow(internal_features))]
+#![cfg_attr(
+    any(feature = "tls", feature = "allocator-api"),
+    feature(allow_internal_unstable),
+    allow(internal_features)
+)]
 #![warn(missing_docs)]
 
 #[cfg(test)]
 extern crate std;
 
+#[doc(hidden)]
+pub mod allocator;
 mod api;
 pub mod c;
 mod check;
@@ -81,6 +86,7 @@ pub use api::Instance;
 pub use os::Purge;
 pub use size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
 pub use stats::Stats;
+pub use store::LimitHook;
 
 use core::alloc::Layout;
 
@@ -120,6 +126,67 @@ pub trait InstanceExt: Instance {
         unsafe { Self::state().trim(Self::heap(), Self::USES_TLS) }
     }
 
+    /// Caps the bytes the instance may map (`None`: no limit). Once a new
+    /// mapping would pass the cap, allocations return null (`GlobalAlloc`,
+    /// C) or `AllocError` (`Allocator`); other instances are unaffected.
+    /// Mappings already made stay; lowering the cap below them only stops
+    /// growth.
+    fn set_limit(self, bytes: Option<usize>) {
+        Self::state().store.set_limit(bytes.unwrap_or(usize::MAX))
+    }
+
+    /// The current cap (`None`: no limit).
+    fn limit(self) -> Option<usize> {
+        Some(Self::state().store.limit()).filter(|&l| l != usize::MAX)
+    }
+
+    /// Sets a function called with `(bytes requested, limit)` whenever the
+    /// limit refuses a mapping (`None` removes it). It runs inside the
+    /// failing allocation and must not allocate from this instance.
+    fn set_limit_hook(self, hook: Option<LimitHook>) {
+        Self::state().store.set_limit_hook(hook)
+    }
+
+    /// How memory without live blocks is given back to the kernel
+    /// (default: [`Purge::DontNeed`], which lowers RSS at once).
+    fn set_purge(self, how: Purge) {
+        Self::state().store.set_purge_mode(how)
+    }
+
+    /// Unmaps every segment and huge block of the instance, in one go: the
+    /// instance returns to its initial state and can be used again from
+    /// scratch by any thread. A few KiB of heap metadata stay mapped
+    /// (see [`InstanceExt::release_all`] to unmap those too).
+    ///
+    /// # Safety
+    /// Every block of this instance is dead: none may be read, written,
+    /// freed or reallocated afterwards (collections holding them must be
+    /// leaked, e.g. with `mem::forget`). No other thread may be inside the
+    /// instance during the call.
+    unsafe fn teardown(self) {
+        // SAFETY: forwarded contract.
+        unsafe { Self::state().teardown() }
+    }
+
+    /// [`InstanceExt::teardown`], and also unmaps the heap metadata and
+    /// segment map: the instance holds no mapping at all afterwards. For
+    /// unloading a plugin.
+    ///
+    /// # Safety
+    /// As for `teardown`; in addition no thread that has used the instance
+    /// may use it again.
+    unsafe fn release_all(self) {
+        // SAFETY: forwarded contract.
+        unsafe { Self::state().release_all() }
+    }
+
+    /// Writes the instance's statistics as a small table to stderr, with a
+    /// raw `write(2)`: no allocation, usable in `no_std` programs and from
+    /// inside a failing allocation.
+    fn print_stats(self, name: &str) {
+        self.stats().print(name)
+    }
+
     /// Bytes usable in block `p` (at least the requested size).
     ///
     /// # Safety
@@ -144,9 +211,12 @@ pub trait InstanceExt: Instance {
 /// Items the macro expansion refers to through `$crate`. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::allocator;
     pub use crate::heap::Heap;
     pub use crate::instance::InstanceState;
     pub use crate::thread::TlsSlot;
+    #[cfg(feature = "allocator-api2")]
+    pub use allocator_api2;
     pub use paste::paste;
 
     use super::*;

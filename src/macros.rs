@@ -98,6 +98,8 @@ macro_rules! emma_instance {
         const _: () = {
             static STATE: $crate::__private::InstanceState = $crate::__private::InstanceState::new();
             $crate::__emma_instance_slot!($name, STATE);
+            $crate::__emma_allocator_api!($name);
+            $crate::__emma_allocator_api2!($name);
 
             unsafe impl ::core::alloc::GlobalAlloc for $name {
                 #[inline]

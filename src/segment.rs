@@ -387,6 +387,13 @@ impl Segment {
         (runs != 0).then(|| runs.trailing_zeros() as usize)
     }
 
+    /// How many of slices `head .. head + n` are clean (never touched, or
+    /// purged): setting up a page there commits that many slices.
+    pub fn clean_slices(&self, head: usize, n: usize) -> usize {
+        let mask = (u64::MAX >> (64 - n)) << head;
+        (mask & !self.dirty_slices).count_ones() as usize
+    }
+
     /// Sets up a page of class `c` on slices `head .. head + n` (found by
     /// [`Segment::find_span`]) and returns it.
     ///

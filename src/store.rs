@@ -20,7 +20,7 @@ use crate::sync::{Lock, LockGuard};
 use crate::sys::Errno;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 /// Empty small segments kept mapped (purged) for reuse.
 const SEGMENT_CACHE_MAX: usize = 8;
@@ -37,6 +37,12 @@ pub struct StoreStats {
     pub huge_blocks: AtomicUsize,
     /// Bytes of live huge blocks (as requested, page rounded).
     pub huge_bytes: AtomicUsize,
+    /// Bytes that may be resident: touched and not given back since
+    /// (slices of small segments at 64 KiB granularity, huge mappings, heap
+    /// metadata). Memory purged with `MADV_FREE` counts until reused.
+    pub committed: AtomicUsize,
+    /// Bytes of heap metadata (part of `mapped` and `committed`).
+    pub meta: AtomicUsize,
     /// Bytes given back to the kernel with `madvise` over the instance's life.
     pub purged: AtomicUsize,
     /// Allocations refused because of the limit or the kernel.
@@ -51,6 +57,8 @@ impl StoreStats {
             segments: AtomicUsize::new(0),
             huge_blocks: AtomicUsize::new(0),
             huge_bytes: AtomicUsize::new(0),
+            committed: AtomicUsize::new(0),
+            meta: AtomicUsize::new(0),
             purged: AtomicUsize::new(0),
             failures: AtomicUsize::new(0),
         }
@@ -79,7 +87,14 @@ pub struct SegmentStore {
     limit: AtomicUsize,
     /// Purge with `MADV_FREE` instead of `MADV_DONTNEED`.
     lazy_purge: AtomicBool,
+    /// A `LimitHook` called when the limit refuses a mapping (null: none).
+    limit_hook: AtomicPtr<()>,
 }
+
+/// Called with `(bytes requested, limit)` when an instance's memory limit
+/// refuses a mapping. It runs on the allocating thread, inside the
+/// allocation; it must not allocate from the same instance.
+pub type LimitHook = fn(usize, usize);
 
 // SAFETY: the `UnsafeCell`s are only accessed with `lock` held.
 unsafe impl Sync for SegmentStore {}
@@ -98,6 +113,7 @@ impl SegmentStore {
             stats: StoreStats::new(),
             limit: AtomicUsize::new(usize::MAX),
             lazy_purge: AtomicBool::new(false),
+            limit_hook: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -130,6 +146,24 @@ impl SegmentStore {
         self.limit.store(bytes, Ordering::Relaxed);
     }
 
+    /// Sets (or, with `None`, removes) the function called when the limit
+    /// refuses a mapping.
+    pub fn set_limit_hook(&self, hook: Option<LimitHook>) {
+        let p = hook.map_or(ptr::null_mut(), |f| f as *mut ());
+        self.limit_hook.store(p, Ordering::Release);
+    }
+
+    #[cold]
+    fn limit_hit(&self, requested: usize, limit: usize) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        let p = self.limit_hook.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: only `set_limit_hook` stores here, always a `LimitHook`.
+            let hook: LimitHook = unsafe { core::mem::transmute::<*mut (), LimitHook>(p) };
+            hook(requested, limit);
+        }
+    }
+
     /// Accounts for `len` more mapped bytes if the limit allows.
     pub(crate) fn charge(&self, len: usize) -> Result<(), Errno> {
         let limit = self.limit();
@@ -137,7 +171,7 @@ impl SegmentStore {
         loop {
             let new = cur.checked_add(len).filter(|&n| n <= limit);
             let Some(new) = new else {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.limit_hit(len, limit);
                 return Err(Errno::ENOMEM);
             };
             match self.stats.mapped.compare_exchange_weak(
@@ -153,6 +187,18 @@ impl SegmentStore {
                 Err(x) => cur = x,
             }
         }
+    }
+
+    /// Counts `bytes` more as committed.
+    #[inline]
+    pub(crate) fn commit(&self, bytes: usize) {
+        self.stats.committed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` less as committed.
+    #[inline]
+    pub(crate) fn decommit(&self, bytes: usize) {
+        self.stats.committed.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Undoes [`SegmentStore::charge`].
@@ -210,7 +256,8 @@ impl SegmentStore {
         match self.map(SEGMENT_SIZE) {
             Some(base) => {
                 self.stats.segments.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: fresh, aligned, ours.
+                self.commit(SLICE_SIZE); // the metadata slice
+                                         // SAFETY: fresh, aligned, ours.
                 unsafe { Segment::init(base, instance, 0) }
             }
             None => ptr::null_mut(),
@@ -239,9 +286,21 @@ impl SegmentStore {
                 return;
             }
             drop(g);
-            self.stats.segments.fetch_sub(1, Ordering::Relaxed);
-            self.unmap(Segment::base(seg), SEGMENT_SIZE);
+            self.unmap_segment(seg);
         }
+    }
+
+    /// Unmaps an idle small segment, with its accounting.
+    ///
+    /// # Safety
+    /// Nobody uses the segment any more.
+    unsafe fn unmap_segment(&self, seg: *mut Segment) {
+        // SAFETY: per contract.
+        let dirty = unsafe { (*seg).dirty_slices.count_ones() } as usize;
+        self.decommit(dirty * SLICE_SIZE);
+        self.stats.segments.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: per contract.
+        unsafe { self.unmap(Segment::base(seg), SEGMENT_SIZE) };
     }
 
     /// Gives the dirty free slices of `seg` back to the kernel.
@@ -264,6 +323,9 @@ impl SegmentStore {
                 )
             };
             self.stats.purged.fetch_add(bytes, Ordering::Relaxed);
+            if zeroed {
+                self.decommit(bytes);
+            }
             zeroed
         });
     }
@@ -284,9 +346,8 @@ impl SegmentStore {
                 c.count -= 1;
                 seg
             };
-            self.stats.segments.fetch_sub(1, Ordering::Relaxed);
             // SAFETY: removed from the cache, so nobody else has it.
-            unsafe { self.unmap(Segment::base(seg), SEGMENT_SIZE) };
+            unsafe { self.unmap_segment(seg) };
         }
         crate::huge::drain_cache(self);
     }

@@ -198,7 +198,6 @@ pub fn sched_yield() {
 
 /// Writes all of `bytes` to file descriptor `fd`, retrying on short writes
 /// and EINTR. Used for diagnostics: it never allocates.
-#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
 pub fn write_all(fd: usize, mut bytes: &[u8]) -> Result<(), Errno> {
     while !bytes.is_empty() {
         // SAFETY: the kernel only reads `bytes`.
