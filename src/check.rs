@@ -68,6 +68,17 @@ mod enabled {
         (unsafe { &*word }, 1u64 << (g % 64))
     }
 
+    /// Rejects layouts `GlobalAlloc` forbids (zero size).
+    #[inline]
+    pub fn global_layout(size: usize) {
+        if size == 0 {
+            fatal(
+                "bad layout: GlobalAlloc called with a zero-sized layout",
+                core::ptr::null(),
+            );
+        }
+    }
+
     /// Marks a new small block live.
     #[inline]
     pub fn on_alloc(p: *mut u8) {
@@ -200,6 +211,10 @@ mod enabled {
 #[cfg(not(feature = "boundary-checks"))]
 mod enabled {
     use super::*;
+
+    /// Nothing to check without `boundary-checks`.
+    #[inline(always)]
+    pub fn global_layout(_size: usize) {}
 
     /// Nothing to record without `boundary-checks`.
     #[inline(always)]

@@ -224,12 +224,14 @@ pub mod __private {
     /// `GlobalAlloc::alloc`.
     #[inline(always)]
     pub fn global_alloc<I: Instance>(l: Layout) -> *mut u8 {
+        check::global_layout(l.size());
         api::alloc::<I>(l.size(), l.align())
     }
 
     /// `GlobalAlloc::alloc_zeroed`.
     #[inline(always)]
     pub fn global_alloc_zeroed<I: Instance>(l: Layout) -> *mut u8 {
+        check::global_layout(l.size());
         api::alloc_zeroed::<I>(l.size(), l.align())
     }
 

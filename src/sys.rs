@@ -214,9 +214,12 @@ pub fn write_all(fd: usize, mut bytes: &[u8]) -> Result<(), Errno> {
 #[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
 pub fn abort() -> ! {
     let pid = getpid();
-    // SAFETY: raising SIGABRT on ourselves; if a handler returns or the
-    // signal is blocked, we fall through to an invalid instruction.
-    let _ = unsafe { syscall!(Sysno::kill, pid, SIGABRT) };
+    let tid = gettid();
+    // SAFETY: raising SIGABRT on this very thread (a process-directed
+    // `kill` could be taken by another thread while this one runs on); if
+    // a handler returns or the signal is blocked, we fall through to an
+    // invalid instruction.
+    let _ = unsafe { syscall!(Sysno::tgkill, pid, tid, SIGABRT) };
     // SAFETY: `ud2` raises SIGILL, which ends the process.
     unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
