@@ -54,8 +54,9 @@ mod enabled {
     /// Granule of the live-block bitmap.
     const GRANULE: usize = 16;
     const WORDS: usize = SEGMENT_SIZE / GRANULE / 64;
-    /// Where the bitmap starts in the metadata slice.
-    const BITMAP_OFFSET: usize = SLICE_SIZE - WORDS * 8;
+    /// Where the bitmap starts in the metadata slice: just below the last
+    /// page, which `hardened` makes a guard page.
+    const BITMAP_OFFSET: usize = SLICE_SIZE - crate::sys::PAGE_SIZE - WORDS * 8;
 
     const _: () = assert!(core::mem::size_of::<Segment>() <= BITMAP_OFFSET);
 
@@ -173,9 +174,10 @@ mod enabled {
                 fatal("double free (block is not live)", p);
             }
         } else {
-            // SAFETY: validated before: a huge header of ours.
+            // SAFETY: validated before: a huge header of ours. (`huge::free`
+            // clears `live` itself.)
             let h = unsafe { &*seg.cast::<HugeHeader>() };
-            if !h.live.swap(false, Ordering::Relaxed) {
+            if !h.live.load(Ordering::Relaxed) {
                 fatal("double free of a huge block", p);
             }
         }

@@ -38,6 +38,7 @@
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
 
+use crate::harden::{self, Keys};
 use crate::instance::InstanceState;
 use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICE_SIZE};
 use crate::size_class::{Class, CLASS_COUNT};
@@ -86,6 +87,8 @@ pub struct Heap {
     pub busy: AtomicU32,
     /// The instance that supplies the heap's segments.
     instance: *const InstanceState,
+    /// Keys encoding the links of `remote` (`hardened`).
+    pub keys: Keys,
     queues: [Queue; CLASS_COUNT],
     /// Owned segments, linked through `Segment::next/prev`.
     segments: *mut Segment,
@@ -139,6 +142,7 @@ impl Heap {
             epoch: AtomicU32::new(0),
             busy: AtomicU32::new(0),
             instance,
+            keys: Keys { k: 0 },
             queues: [Queue {
                 first: ptr::null_mut(),
                 last: ptr::null_mut(),
@@ -170,7 +174,9 @@ impl Heap {
             if b.is_null() {
                 return core::ptr::null_mut();
             }
-            (*page).free = Block::next(b);
+            let next = Block::next(b, (*page).keys);
+            harden::check_pop(page, b, next);
+            (*page).free = next;
             (*page).used += 1;
             b.cast()
         }
@@ -298,7 +304,8 @@ impl Heap {
             if (*entry).flags != 0 {
                 return Heap::free_local_flagged(h, p);
             }
-            Block::set_next(p.cast(), (*entry).local_free);
+            harden::check_local_free(entry, p);
+            Block::set_next(p.cast(), (*entry).local_free, (*entry).keys);
             (*entry).local_free = p.cast();
             (*entry).used -= 1;
             // An emptied page that is the only one of its class stays (a
@@ -324,7 +331,8 @@ impl Heap {
         // SAFETY: per the caller's contract.
         unsafe {
             let page = Segment::page_of(segment_of(p).cast(), p);
-            Block::set_next(p.cast(), (*page).local_free);
+            harden::check_local_free(page, p);
+            Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;
             if (*page).used == 0 || !(*page).in_queue() {
@@ -378,12 +386,22 @@ impl Heap {
     #[inline]
     pub unsafe fn free_remote(owner: *mut Heap, p: *mut u8) {
         // SAFETY: heaps outlive their blocks; `p` is ours to link.
-        let head = unsafe { &(*owner).remote };
+        let (head, keys) = unsafe { (&(*owner).remote, (*owner).keys) };
+        // SAFETY: per contract `p` is a block of `owner`.
+        unsafe {
+            harden::check_remote_free(p, keys, |link| {
+                // SAFETY: the instance's map answers without touching `link`.
+                let inst = &*(*owner).instance;
+                inst.store.segmap.get(segment_of(link as *mut u8) as usize)
+                    == crate::segmap::Chunk::Header
+                    && owner_of(segment_of(link as *mut u8)) == owner
+            })
+        };
         let b = p.cast::<Block>();
         let mut old = head.load(Ordering::Relaxed);
         loop {
             // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { Block::set_next(b, old) };
+            unsafe { Block::set_next(b, old, keys) };
             match head.compare_exchange_weak(old, b, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(cur) => old = cur,
@@ -399,9 +417,15 @@ impl Heap {
         // SAFETY: per contract; blocks on `remote` are blocks of our pages.
         unsafe {
             let mut b = (*h).remote.swap(ptr::null_mut(), Ordering::Acquire);
+            let keys = (*h).keys;
             let mut n = 0;
             while !b.is_null() {
-                let next = Block::next(b);
+                let next = Block::next(b, keys);
+                if harden::ENABLED {
+                    // The link word holds a remote link; a plain zero keeps
+                    // the double-free check from mistaking it for a page link.
+                    b.cast::<usize>().write(0);
+                }
                 let p = b.cast::<u8>();
                 let seg = segment_of(p).cast::<Segment>();
                 Heap::free_local(h, Segment::slice_entry(seg, p), p);

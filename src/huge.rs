@@ -18,6 +18,7 @@
 //! pay a `mmap`, page faults and a `munmap` each time). Growing a huge block
 //! moves its pages with `mremap` instead of copying them.
 
+use crate::harden;
 use crate::os::{self, page_align};
 use crate::segment::{Kind, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
@@ -49,9 +50,20 @@ pub struct HugeHeader {
     pub live: AtomicBool,
 }
 
+/// Pages before the block: the header, and with `hardened` a guard page.
+const LEAD_PAGES: usize = if harden::ENABLED { 2 } else { 1 };
+
 /// Offset of the block from the mapping start for a given alignment.
 fn block_offset(align: usize) -> usize {
-    align.clamp(PAGE_SIZE, SEGMENT_SIZE)
+    align.clamp(LEAD_PAGES * PAGE_SIZE, SEGMENT_SIZE)
+}
+
+/// With `hardened`, makes the page after a fresh mapping's header a guard.
+fn guard(base: NonNull<u8>) {
+    if harden::ENABLED {
+        // SAFETY: the page after the header precedes the block and is ours.
+        let _ = unsafe { os::protect_none(base.as_ptr().add(PAGE_SIZE)) };
+    }
 }
 
 impl HugeHeader {
@@ -174,6 +186,7 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         };
         store.commit(need);
         count(store, need, true);
+        guard(base);
         // SAFETY: fresh mapping of `need` bytes.
         (unsafe { init(base, need, align, instance) }, true)
     } else {
@@ -225,6 +238,7 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
     }
     count(store, len, true);
     store.commit(len);
+    guard(base);
     // SAFETY: `[seg, seg + len)` is ours; the block is at seg + SEGMENT_SIZE.
     unsafe { init(base, len, align, instance) }
 }
@@ -237,7 +251,9 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
 pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
     let (base, len, align) = unsafe {
-        (*h).live.store(false, Ordering::Relaxed);
+        if !(*h).live.swap(false, Ordering::Relaxed) && harden::ENABLED {
+            harden::corrupted("double free of a huge block", (*h).block);
+        }
         (
             NonNull::new_unchecked(h.cast::<u8>()),
             (*h).map_len,

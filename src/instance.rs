@@ -35,6 +35,7 @@
 //! (thread ids are from another process). The forking thread keeps its
 //! heap: with `tls` through its slot, without through rule 1.
 
+use crate::harden::Keys;
 use crate::heap::{empty_heap, Heap};
 use crate::segmap::Chunk;
 use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
@@ -72,11 +73,14 @@ pub struct InstanceState {
     /// Length of the `heaps` list.
     heap_count: AtomicUsize,
     arena: UnsafeCell<Arena>,
+    /// Free-list keys (`hardened`), written once by `setup`.
+    keys: UnsafeCell<Keys>,
     tp_table: [AtomicPtr<Heap>; TP_TABLE_LEN],
 }
 
-// SAFETY: `arena` is only touched with the store's lock held; everything
-// else is atomic or internally synchronised.
+// SAFETY: `arena` is only touched with the store's lock held, `keys` only
+// written before `ready` is published; everything else is atomic or
+// internally synchronised.
 unsafe impl Sync for InstanceState {}
 
 impl InstanceState {
@@ -94,6 +98,7 @@ impl InstanceState {
                 end: 0,
                 chunks: ptr::null_mut(),
             }),
+            keys: UnsafeCell::new(Keys { k: 0 }),
             tp_table: [const { AtomicPtr::new(empty_heap()) }; TP_TABLE_LEN],
         }
     }
@@ -121,8 +126,16 @@ impl InstanceState {
         let _g = self.store.lock();
         if self.ready.load(Ordering::Relaxed) == 0 {
             self.fork.arm();
+            // SAFETY: lock held and `ready` not yet published: no reader.
+            unsafe { *self.keys.get() = Keys::random(self.id()) };
             self.ready.store(1, Ordering::Release);
         }
+    }
+
+    /// The instance's free-list keys (valid after `enter`).
+    pub(crate) fn keys(&self) -> Keys {
+        // SAFETY: written once before `ready` was published with Release.
+        unsafe { *self.keys.get() }
     }
 
     #[cold]
@@ -154,7 +167,7 @@ impl InstanceState {
     /// A segment for a heap's new page (null if out of memory).
     pub(crate) fn alloc_segment(&self) -> *mut Segment {
         self.enter();
-        self.store.alloc_segment(self.id())
+        self.store.alloc_segment(self.id(), self.keys())
     }
 
     /// Takes back a heap's empty segment.
@@ -327,6 +340,7 @@ impl InstanceState {
         // SAFETY: `mem` is fresh arena memory of the right size and alignment.
         unsafe {
             mem.write(Heap::new(self));
+            (*mem).keys = self.keys().tweak(mem as usize);
             (*mem).owner_tid.store(tid, Ordering::Relaxed);
             let mut head = self.heaps.load(Ordering::Relaxed);
             loop {

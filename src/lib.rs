@@ -68,6 +68,7 @@ pub mod allocator;
 mod api;
 pub mod c;
 mod check;
+mod harden;
 mod heap;
 mod huge;
 mod instance;

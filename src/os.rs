@@ -148,6 +148,17 @@ pub unsafe fn remap_aligned(
     moved.map(|()| target)
 }
 
+/// Makes the page at `addr` inaccessible (a guard page). Failure is
+/// harmless: the page just stays unguarded.
+///
+/// # Safety
+/// The page is owned by the caller and holds nothing anyone will read.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub unsafe fn protect_none(addr: *mut u8) -> Result<(), Errno> {
+    // SAFETY: forwarded contract.
+    unsafe { sys::mprotect_none(addr, PAGE_SIZE) }
+}
+
 /// Allocates one page that reads as zero in a child created by `fork`,
 /// holding `1` in its first word in this process. Used to detect forks
 /// without `pthread_atfork`. Returns `None` if the kernel lacks

@@ -25,6 +25,7 @@
 //! its page metadata; other threads only read `owner` to decide whether a
 //! free is remote.
 
+use crate::harden::{self, Keys};
 use crate::heap::Heap;
 use crate::size_class::{class_size, Class};
 use core::ptr::{self, NonNull};
@@ -83,24 +84,26 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block after `b` in a free list.
+    /// The block after `b` in a free list whose links are encoded with
+    /// `keys` (identity without `hardened`).
     ///
     /// # Safety
-    /// `b` must be a block on a free list (its first word is the link).
+    /// `b` must be a block on such a free list (its first word is the link).
     #[inline(always)]
-    pub unsafe fn next(b: *mut Block) -> *mut Block {
+    pub unsafe fn next(b: *mut Block, keys: Keys) -> *mut Block {
         // SAFETY: per contract.
-        unsafe { (*b).next }
+        let stored = unsafe { (*b).next } as usize;
+        ptr::with_exposed_provenance_mut(keys.decode(stored))
     }
 
-    /// Links `b` to `next`.
+    /// Links `b` to `next`, encoded with `keys`.
     ///
     /// # Safety
     /// `b` must be a free block owned by the caller.
     #[inline(always)]
-    pub unsafe fn set_next(b: *mut Block, next: *mut Block) {
+    pub unsafe fn set_next(b: *mut Block, next: *mut Block, keys: Keys) {
         // SAFETY: per contract.
-        unsafe { (*b).next = next }
+        unsafe { (*b).next = ptr::without_provenance_mut(keys.encode(next.expose_provenance())) }
     }
 }
 
@@ -145,8 +148,8 @@ pub struct Page {
     pub free_is_zero: bool,
     /// The page's memory was zero when the page was set up.
     pub fresh: bool,
-    /// First byte of the first block.
-    pub start: *mut u8,
+    /// Keys encoding this page's free-list links (`hardened`).
+    pub keys: Keys,
     /// Neighbours in the heap's queue for this class.
     pub next: *mut Page,
     /// See `next`.
@@ -166,7 +169,7 @@ impl Page {
         flags: 0,
         free_is_zero: false,
         fresh: false,
-        start: ptr::null_mut(),
+        keys: Keys { k: 0 },
         next: ptr::null_mut(),
         prev: ptr::null_mut(),
     };
@@ -196,15 +199,20 @@ impl Page {
         (page as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
     }
 
-    /// Index of block `p` in this page (`p` must lie in the page).
+    /// First byte of the first block: the start of the page's first slice,
+    /// computed from where this entry sits in its segment's `pages` array.
     #[inline]
-    pub fn block_index(&self, p: *mut u8) -> usize {
-        (p as usize - self.start as usize) / self.block_size as usize
+    pub fn start(&self) -> *mut u8 {
+        let me = self as *const Page as usize;
+        let seg = me & !(SEGMENT_SIZE - 1);
+        let first_entry = seg + core::mem::offset_of!(Segment, pages);
+        let slice = (me - first_entry) / core::mem::size_of::<Page>();
+        (seg + slice * SLICE_SIZE) as *mut u8
     }
 
     /// Whether `p` is the start of a carved block of this page.
     pub fn is_block_start(&self, p: *mut u8) -> bool {
-        let off = (p as usize).wrapping_sub(self.start as usize);
+        let off = (p as usize).wrapping_sub(self.start() as usize);
         self.slice_count != 0
             && off.is_multiple_of(self.block_size as usize)
             && off / (self.block_size as usize) < self.capacity as usize
@@ -237,20 +245,24 @@ impl Page {
             return 0;
         }
         let bs = self.block_size as usize;
+        let keys = self.keys;
         // SAFETY: blocks capacity..capacity+n lie inside the page's slices.
         unsafe {
-            let first = self.start.add(self.capacity as usize * bs);
+            let first = self.start().add(self.capacity as usize * bs);
             let mut b = first;
             for _ in 1..n {
                 let next = b.add(bs);
-                Block::set_next(b.cast(), next.cast());
+                Block::set_next(b.cast(), next.cast(), keys);
+                harden::seal_freed(b, bs, keys);
                 b = next;
             }
-            Block::set_next(b.cast(), ptr::null_mut());
+            Block::set_next(b.cast(), ptr::null_mut(), keys);
+            harden::seal_freed(b, bs, keys);
             self.free = first.cast();
         }
         self.capacity += n;
-        self.free_is_zero = self.fresh;
+        // Hardened mode writes canaries into fresh blocks.
+        self.free_is_zero = self.fresh && !harden::ENABLED;
         n
     }
 
@@ -276,7 +288,7 @@ impl Page {
                     return Err("free lists are longer than the page (cycle or duplicate)");
                 }
                 // SAFETY: `b` was just verified to be a block of this page.
-                b = unsafe { Block::next(b) };
+                b = unsafe { Block::next(b, self.keys) };
             }
         }
         if n + self.used != self.capacity {
@@ -304,6 +316,8 @@ pub struct Segment {
     pub prev: *mut Segment,
     /// For each slice of a page, the index of the page's first slice.
     pub head_of: [u8; SLICES],
+    /// The instance's free-list keys (`hardened`).
+    pub keys: Keys,
     /// Page metadata, indexed by a page's first slice.
     pub pages: [Page; SLICES],
 }
@@ -345,7 +359,7 @@ impl Segment {
     /// `base` must be a [`SEGMENT_SIZE`]-aligned, writable mapping of
     /// [`SEGMENT_SIZE`] bytes owned by the caller. `dirty` is the set of
     /// slices that may hold data (all clear for a fresh mapping).
-    pub unsafe fn init(base: NonNull<u8>, instance: usize, dirty: u64) -> *mut Segment {
+    pub unsafe fn init(base: NonNull<u8>, instance: usize, keys: Keys, dirty: u64) -> *mut Segment {
         let seg = base.as_ptr().cast::<Segment>();
         // SAFETY: per contract the memory is ours; we write every field
         // without reading the old contents. Page entries are written one by
@@ -362,6 +376,7 @@ impl Segment {
             ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).head_of).write([0; SLICES]);
+            ptr::addr_of_mut!((*seg).keys).write(keys);
             let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
             for i in 0..SLICES {
                 pages.add(i).write(Page::empty());
@@ -414,6 +429,7 @@ impl Segment {
                 s.pages[i].flags = if i == head { 0 } else { Page::NOT_HEAD };
             }
             let bs = class_size(c);
+            let keys = s.keys.tweak(seg as usize + head * SLICE_SIZE);
             let page = &mut s.pages[head];
             *page = Page {
                 flags: Page::FULL, // not queued yet
@@ -422,7 +438,7 @@ impl Segment {
                 class: c as u8,
                 slice_count: n as u8,
                 fresh,
-                start: seg.cast::<u8>().add(head * SLICE_SIZE),
+                keys,
                 ..Page::empty()
             };
             page
@@ -441,7 +457,7 @@ impl Segment {
         unsafe {
             let s = &mut *seg;
             let p = &mut *page;
-            let head = (p.start as usize - seg as usize) >> SLICE_SHIFT;
+            let head = (p.start() as usize - seg as usize) >> SLICE_SHIFT;
             let n = p.slice_count as usize;
             let mask = (u64::MAX >> (64 - n)) << head;
             s.free_slices |= mask;

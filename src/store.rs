@@ -12,12 +12,13 @@
 //! forgets those structures (leaking their memory in the child) rather than
 //! trust them.
 
+use crate::harden::{self, Keys};
 use crate::huge::HugeCache;
 use crate::os::{self, Purge};
 use crate::segmap::SegMap;
 use crate::segment::{Segment, SEGMENT_SIZE, SLICE_SIZE};
 use crate::sync::{Lock, LockGuard};
-use crate::sys::Errno;
+use crate::sys::{Errno, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -237,7 +238,7 @@ impl SegmentStore {
 
     /// A small segment for a heap: from the cache, or freshly mapped.
     /// Null if the limit or the kernel refuses.
-    pub(crate) fn alloc_segment(&self, instance: usize) -> *mut Segment {
+    pub(crate) fn alloc_segment(&self, instance: usize, keys: Keys) -> *mut Segment {
         {
             let _g = self.lock();
             // SAFETY: lock held.
@@ -249,16 +250,23 @@ impl SegmentStore {
                     c.segments = (*seg).next;
                     c.count -= 1;
                     let dirty = (*seg).dirty_slices;
-                    return Segment::init(Segment::base(seg), instance, dirty);
+                    return Segment::init(Segment::base(seg), instance, keys, dirty);
                 }
             }
         }
         match self.map(SEGMENT_SIZE) {
             Some(base) => {
                 self.stats.segments.fetch_add(1, Ordering::Relaxed);
-                self.commit(SLICE_SIZE); // the metadata slice
-                                         // SAFETY: fresh, aligned, ours.
-                unsafe { Segment::init(base, instance, 0) }
+                // The metadata slice.
+                self.commit(SLICE_SIZE);
+                if harden::ENABLED {
+                    // The last page of the metadata slice guards it against
+                    // underflows of the first page's blocks.
+                    // SAFETY: that page is ours and holds nothing.
+                    let _ = unsafe { os::protect_none(base.as_ptr().add(SLICE_SIZE - PAGE_SIZE)) };
+                }
+                // SAFETY: fresh, aligned, ours.
+                unsafe { Segment::init(base, instance, keys, 0) }
             }
             None => ptr::null_mut(),
         }

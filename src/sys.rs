@@ -134,6 +134,16 @@ pub unsafe fn mremap_to(
     .map(|_| ())
 }
 
+/// Makes `[addr, addr + len)` inaccessible (`mprotect(PROT_NONE)`).
+///
+/// # Safety
+/// The range must be owned by the caller; any later access faults.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub unsafe fn mprotect_none(addr: *mut u8, len: usize) -> Result<(), Errno> {
+    // SAFETY: per contract.
+    unsafe { syscall!(Sysno::mprotect, addr, len, PROT_NONE) }.map(|_| ())
+}
+
 /// Gives advice about `[addr, addr + len)`.
 ///
 /// # Safety
@@ -194,6 +204,26 @@ pub fn thread_alive(tid: u32) -> bool {
 pub fn sched_yield() {
     // SAFETY: no arguments; failure is harmless.
     let _ = unsafe { syscall!(Sysno::sched_yield) };
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom(2)`), or
+/// reports why it could not.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub fn getrandom(buf: &mut [u8]) -> Result<(), Errno> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the kernel writes at most `len - done` bytes into `buf`.
+        let n = unsafe {
+            syscall!(
+                Sysno::getrandom,
+                buf.as_mut_ptr().add(done),
+                buf.len() - done,
+                0usize
+            )
+        }?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Writes all of `bytes` to file descriptor `fd`, retrying on short writes
