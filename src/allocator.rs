@@ -98,6 +98,7 @@ pub unsafe fn resize<I: Instance>(
 #[allow_internal_unstable(allocator_api)]
 macro_rules! __emma_allocator_api {
     ($name:ident) => {
+        // SAFETY: forwards to emma::allocator, which upholds the Allocator contract.
         unsafe impl ::core::alloc::Allocator for $name {
             $crate::__emma_allocator_methods!(::core::alloc::AllocError);
         }
@@ -117,6 +118,7 @@ macro_rules! __emma_allocator_api {
 #[macro_export]
 macro_rules! __emma_allocator_api2 {
     ($name:ident) => {
+        // SAFETY: forwards to emma::allocator, which upholds the Allocator contract.
         unsafe impl $crate::__private::allocator_api2::alloc::Allocator for $name {
             $crate::__emma_allocator_methods!($crate::__private::allocator_api2::alloc::AllocError);
         }
@@ -152,6 +154,7 @@ macro_rules! __emma_allocator_methods {
         }
         #[inline]
         unsafe fn deallocate(&self, p: ::core::ptr::NonNull<u8>, l: ::core::alloc::Layout) {
+            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
             unsafe { $crate::__private::allocator::deallocate::<Self>(p, l) }
         }
         #[inline]
@@ -161,6 +164,7 @@ macro_rules! __emma_allocator_methods {
             old: ::core::alloc::Layout,
             new: ::core::alloc::Layout,
         ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
+            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
             unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, false) }.ok_or($err)
         }
         #[inline]
@@ -170,6 +174,7 @@ macro_rules! __emma_allocator_methods {
             old: ::core::alloc::Layout,
             new: ::core::alloc::Layout,
         ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
+            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
             unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, true) }.ok_or($err)
         }
         #[inline]
@@ -179,6 +184,7 @@ macro_rules! __emma_allocator_methods {
             old: ::core::alloc::Layout,
             new: ::core::alloc::Layout,
         ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
+            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
             unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, false) }.ok_or($err)
         }
     };

@@ -13,13 +13,16 @@
 //! any other block. Untouched header padding costs address space, not
 //! memory.
 //!
+//! Mapping lengths are whole segments, so that ownership, recorded per
+//! 4 MiB chunk, never extends past the mapping.
+//!
 //! Freed huge mappings up to [`CACHE_BLOCK_MAX`] are kept in a small cache
 //! (programs that repeatedly allocate blocks of a few MiB would otherwise
 //! pay a `mmap`, page faults and a `munmap` each time). Growing a huge block
 //! moves its pages with `mremap` instead of copying them.
 
 use crate::harden;
-use crate::os::{self, page_align};
+use crate::os::{self, align_up};
 use crate::segment::{Kind, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
 use crate::sys::PAGE_SIZE;
@@ -52,6 +55,14 @@ pub struct HugeHeader {
 
 /// Pages before the block: the header, and with `hardened` a guard page.
 const LEAD_PAGES: usize = if harden::ENABLED { 2 } else { 1 };
+
+/// Huge mapping lengths are whole segments (4 MiB): the segment map records
+/// ownership per 4 MiB chunk, so a mapping that ended mid-chunk would make
+/// `owns` claim whatever the kernel maps after it. The padding costs address
+/// space only.
+fn chunk_align(n: usize) -> Option<usize> {
+    align_up(n, SEGMENT_SIZE)
+}
 
 /// Offset of the block from the mapping start for a given alignment.
 fn block_offset(align: usize) -> usize {
@@ -166,7 +177,7 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
 /// the kernel refuses.
 pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -> (*mut u8, bool) {
     let off = block_offset(align);
-    let Some(need) = size.checked_add(off).and_then(page_align) else {
+    let Some(need) = size.checked_add(off).and_then(chunk_align) else {
         return (ptr::null_mut(), false);
     };
     if align <= SEGMENT_SIZE {
@@ -208,7 +219,7 @@ fn count(store: &SegmentStore, len: usize, up: bool) {
 /// Alignment above a segment: the block goes at an `align` boundary, the
 /// header exactly one segment before it.
 fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance: usize) -> *mut u8 {
-    let Some(body) = page_align(size) else {
+    let Some(body) = chunk_align(size) else {
         return ptr::null_mut();
     };
     let Some(len) = body.checked_add(SEGMENT_SIZE) else {
@@ -238,6 +249,7 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
     }
     count(store, len, true);
     store.commit(len);
+    store.note_peak();
     guard(base);
     // SAFETY: `[seg, seg + len)` is ours; the block is at seg + SEGMENT_SIZE.
     unsafe { init(base, len, align, instance) }
@@ -294,7 +306,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     let (seg, map_len, align, block) =
         unsafe { (h as usize, (*h).map_len, (*h).align, (*h).block) };
     let off = block as usize - seg;
-    let Some(need) = new_size.checked_add(off).and_then(page_align) else {
+    let Some(need) = new_size.checked_add(off).and_then(chunk_align) else {
         return ptr::null_mut();
     };
     // SAFETY: `seg` is the non-null start of the mapping.
@@ -312,6 +324,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
                 (*h).map_len = need;
             }
             store.uncharge(map_len - need);
+            store.decommit(map_len - need);
             store
                 .stats
                 .huge_bytes
@@ -326,9 +339,11 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     match unsafe { os::remap_aligned(base, map_len, need, SEGMENT_SIZE) } {
         Ok(new) => {
             store.segmap.remove(seg, map_len);
+            // Fails only if a 64 KiB map leaf cannot be mapped; the block
+            // then still works, but `owns` (and `boundary-checks`) would
+            // not recognise it, so this is counted as a failure.
             if store.segmap.insert(new.as_ptr() as usize, need).is_err() {
-                // Unreachable in practice (leaves for the old range exist);
-                // the block still works, `owns` would just miss it.
+                store.stats.failures.fetch_add(1, Ordering::Relaxed);
             }
             let h = new.as_ptr().cast::<HugeHeader>();
             // SAFETY: the header moved with the pages.
@@ -340,6 +355,8 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
                 .stats
                 .huge_bytes
                 .fetch_add(need - map_len, Ordering::Relaxed);
+            store.commit(need - map_len);
+            store.note_peak();
             // SAFETY: just set.
             unsafe { (*h).block }
         }

@@ -196,7 +196,7 @@ impl InstanceState {
     #[inline(always)]
     pub fn tp_heap(&self) -> *mut Heap {
         let tp = thread::thread_pointer();
-        let h = self.tp_table[tp_hash(tp)].load(Ordering::Relaxed);
+        let h = self.tp_table[tp_hash(tp)].load(Ordering::Acquire);
         // SAFETY: table entries are the empty heap or real heaps, which
         // live as long as the instance.
         if unsafe { (*h).owner_tp.load(Ordering::Relaxed) } == tp {
@@ -209,7 +209,7 @@ impl InstanceState {
     /// Without `tls`: remembers `h` as the calling thread's heap.
     pub fn set_tp_heap(&self, h: *mut Heap) {
         let tp = thread::thread_pointer();
-        self.tp_table[tp_hash(tp)].store(h, Ordering::Relaxed);
+        self.tp_table[tp_hash(tp)].store(h, Ordering::Release);
     }
 
     /// Claims a heap for the calling thread (see the module docs). Null if
@@ -325,6 +325,7 @@ impl InstanceState {
                 // SAFETY: fresh chunk; its first word links the chunk list.
                 unsafe { c.cast::<*mut u8>().write(a.chunks) };
                 a.chunks = c;
+                self.store.note_peak();
                 self.store.commit(ARENA_CHUNK);
                 self.store
                     .stats
@@ -458,9 +459,9 @@ impl InstanceState {
 
     /// Unmaps every segment and huge block (and the caches), and returns
     /// the instance to its initial state. Heap metadata (one 64 KiB mapping
-    /// per 40 heaps) stays, emptied, so that threads whose slot still names
-    /// a heap find it empty and claim a heap afresh: the instance is
-    /// usable again, by any thread.
+    /// per 40 heaps) stays, emptied but still owned: a thread whose slot
+    /// names its heap keeps using it (from empty), heaps of exited threads
+    /// are reclaimed as usual. The instance is usable again, by any thread.
     ///
     /// # Safety
     /// No block of the instance may be used (or freed) after the call, and
@@ -485,13 +486,13 @@ impl InstanceState {
         }
         // SAFETY: per contract nobody is inside the lock or the caches.
         unsafe { self.store.repair_after_fork() };
+        // Owners are kept: clearing them would let a new thread claim a
+        // heap that its (live) owner still reaches through its slot.
         let mut h = self.heaps.load(Ordering::Acquire);
         while !h.is_null() {
             // SAFETY: heaps stay mapped (the arena survives teardown).
             unsafe {
                 Heap::reset(h);
-                (*h).owner_tid.store(0, Ordering::Relaxed);
-                (*h).owner_tp.store(0, Ordering::Relaxed);
                 h = (*h).next_heap;
             }
         }

@@ -80,8 +80,18 @@ mod size_class;
 mod stats;
 mod store;
 mod sync;
+#[cfg(not(miri))]
 mod sys;
+// Miri cannot issue syscalls: its unit tests run over a std-backed backend.
+#[cfg(all(miri, test))]
+#[path = "sys_miri.rs"]
+mod sys;
+#[cfg(all(miri, not(test)))]
+compile_error!("under Miri, emma runs only its own unit tests (`cargo miri test --lib`)");
 mod thread;
+
+#[cfg(test)]
+mod tests;
 
 pub use api::Instance;
 pub use os::Purge;

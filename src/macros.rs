@@ -27,7 +27,10 @@
 /// when they have the same name in different modules or crates.
 ///
 /// Attributes and doc comments before the visibility are passed on to the
-/// struct. The calling crate needs no feature gates and no `unsafe`.
+/// struct (to put the whole instance under `#[cfg(...)]`, put the attribute
+/// on the macro call instead). The type already derives `Clone`, `Copy`,
+/// `Debug`, `Default`, `PartialEq`, `Eq` and `Hash`. The calling crate
+/// needs no feature gates and no `unsafe`.
 ///
 /// # C functions
 /// `emma_instance!(pub PluginHeap, c_prefix = plugin_)` also exports the C
@@ -101,6 +104,7 @@ macro_rules! emma_instance {
             $crate::__emma_allocator_api!($name);
             $crate::__emma_allocator_api2!($name);
 
+            // SAFETY: forwards to emma::api, which upholds the GlobalAlloc contract.
             unsafe impl ::core::alloc::GlobalAlloc for $name {
                 #[inline]
                 unsafe fn alloc(&self, l: ::core::alloc::Layout) -> *mut u8 {
@@ -108,6 +112,7 @@ macro_rules! emma_instance {
                 }
                 #[inline]
                 unsafe fn dealloc(&self, p: *mut u8, l: ::core::alloc::Layout) {
+                    // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                     unsafe { $crate::__private::global_dealloc::<$name>(p, l) }
                 }
                 #[inline]
@@ -116,6 +121,7 @@ macro_rules! emma_instance {
                 }
                 #[inline]
                 unsafe fn realloc(&self, p: *mut u8, l: ::core::alloc::Layout, n: usize) -> *mut u8 {
+                    // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                     unsafe { $crate::__private::global_realloc::<$name>(p, l, n) }
                 }
             }
@@ -123,14 +129,16 @@ macro_rules! emma_instance {
     };
     (@errno $name:ident, $errno:path, @$kind:ident $($prefix:ident)?) => {
         const _: () = {
-            struct Errno;
-            impl $crate::c::ErrnoSink for Errno {
+            // A name no caller's instance will have (the caller's type is
+            // named inside this block too).
+            struct __EmmaErrnoSink;
+            impl $crate::c::ErrnoSink for __EmmaErrnoSink {
                 #[inline]
                 fn set(code: i32) {
                     $errno(code)
                 }
             }
-            $crate::emma_instance!(@$kind $name, $($prefix,)? Errno);
+            $crate::emma_instance!(@$kind $name, $($prefix,)? __EmmaErrnoSink);
         };
     };
     (@prefixed $name:ident, $prefix:ident, $errno:ty) => {
@@ -151,54 +159,65 @@ macro_rules! emma_instance {
         $aligned_alloc:ident $posix_memalign:ident $memalign:ident $valloc:ident
         $pvalloc:ident $reallocarray:ident $usable:ident) => {
         const _: () = {
-            use ::core::ffi::c_void;
             #[unsafe(no_mangle)]
-            pub extern "C" fn $malloc(size: usize) -> *mut c_void {
+            pub extern "C" fn $malloc(size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::malloc::<$name, $errno>(size).cast()
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn $calloc(count: usize, size: usize) -> *mut c_void {
+            pub extern "C" fn $calloc(count: usize, size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::calloc::<$name, $errno>(count, size).cast()
             }
             #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $realloc(p: *mut c_void, size: usize) -> *mut c_void {
+            pub unsafe extern "C" fn $realloc(p: *mut ::core::ffi::c_void, size: usize) -> *mut ::core::ffi::c_void {
+                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                 unsafe { $crate::c::realloc::<$name, $errno>(p.cast(), size).cast() }
             }
             #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $free(p: *mut c_void) {
+            pub unsafe extern "C" fn $free(p: *mut ::core::ffi::c_void) {
+                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                 unsafe { $crate::c::free::<$name>(p.cast()) }
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn $aligned_alloc(align: usize, size: usize) -> *mut c_void {
+            pub extern "C" fn $aligned_alloc(align: usize, size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::aligned_alloc::<$name, $errno>(align, size).cast()
             }
             #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+            pub unsafe extern "C" fn $posix_memalign(out: *mut *mut ::core::ffi::c_void, align: usize, size: usize) -> i32 {
+                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                 unsafe { $crate::c::posix_memalign::<$name>(out.cast(), align, size) }
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn $memalign(align: usize, size: usize) -> *mut c_void {
+            pub extern "C" fn $memalign(align: usize, size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::memalign::<$name, $errno>(align, size).cast()
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn $valloc(size: usize) -> *mut c_void {
+            pub extern "C" fn $valloc(size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::valloc::<$name, $errno>(size).cast()
             }
             #[unsafe(no_mangle)]
-            pub extern "C" fn $pvalloc(size: usize) -> *mut c_void {
+            pub extern "C" fn $pvalloc(size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::pvalloc::<$name, $errno>(size).cast()
             }
             #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $reallocarray(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
+            pub unsafe extern "C" fn $reallocarray(p: *mut ::core::ffi::c_void, count: usize, size: usize) -> *mut ::core::ffi::c_void {
+                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                 unsafe { $crate::c::reallocarray::<$name, $errno>(p.cast(), count, size).cast() }
             }
             #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $usable(p: *mut c_void) -> usize {
+            pub unsafe extern "C" fn $usable(p: *mut ::core::ffi::c_void) -> usize {
+                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
                 unsafe { $crate::c::malloc_usable_size::<$name>(p.cast()) }
             }
         };
     };
 
+    ($(#[$attr:meta])* $vis:vis $name:ident, $($rest:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "emma_instance!: unknown option(s) `", ::core::stringify!($($rest)*),
+            "` after `", ::core::stringify!($name), "`; expected `c_prefix = prefix_` or `c_malloc`, ",
+            "optionally followed by `, c_errno = path::to::set_errno`"
+        ));
+    };
     ($($other:tt)*) => {
         ::core::compile_error!(
             "emma_instance! expects `[attributes] [visibility] Name`, optionally followed by \
@@ -219,6 +238,7 @@ macro_rules! __emma_instance_slot {
         #[thread_local]
         static SLOT: $crate::__private::TlsSlot = $crate::__private::TlsSlot::new();
 
+        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
         unsafe impl $crate::Instance for $name {
             const USES_TLS: bool = true;
             #[inline(always)]
@@ -244,6 +264,7 @@ macro_rules! __emma_instance_slot {
 #[macro_export]
 macro_rules! __emma_instance_slot {
     ($name:ident, $state:ident) => {
+        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
         unsafe impl $crate::Instance for $name {
             const USES_TLS: bool = false;
             #[inline(always)]

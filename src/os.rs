@@ -5,6 +5,7 @@
 //! `mremap` makes the caller copy. All addresses and lengths handed out are
 //! multiples of [`PAGE_SIZE`].
 
+use crate::segment::Purged;
 use crate::sys::{self, Advice, Errno, PAGE_SIZE};
 use core::ptr::NonNull;
 
@@ -70,30 +71,33 @@ pub unsafe fn unmap(addr: NonNull<u8>, len: usize) {
     let _ = unsafe { sys::munmap(addr, len) };
 }
 
-/// Returns the pages of `[addr, addr + len)` to the kernel. Returns whether
-/// the range is now known to read as zero (true only for `DontNeed` that
-/// succeeded).
+/// Returns the pages of `[addr, addr + len)` to the kernel, and says how.
 ///
 /// # Safety
 /// The range must be page aligned and owned by the caller; its contents
 /// are lost (for `Free`, may be lost).
-pub unsafe fn purge(addr: NonNull<u8>, len: usize, how: Purge) -> bool {
+pub unsafe fn purge(addr: NonNull<u8>, len: usize, how: Purge) -> Purged {
     if len == 0 {
-        return false;
+        return Purged::No;
     }
-    let advice = match how {
-        Purge::DontNeed => Advice::DontNeed,
-        Purge::Free => Advice::Free,
-    };
-    // SAFETY: forwarded contract.
-    match unsafe { sys::madvise(addr, len, advice) } {
-        Ok(()) => how == Purge::DontNeed,
-        // Kernels before 4.5 lack MADV_FREE: fall back to DONTNEED.
-        Err(Errno::EINVAL) if how == Purge::Free => {
-            // SAFETY: forwarded contract.
-            unsafe { sys::madvise(addr, len, Advice::DontNeed) }.is_ok()
+    let zeroed = |r: Result<(), Errno>| {
+        if r.is_ok() {
+            Purged::Zeroed
+        } else {
+            Purged::No
         }
-        Err(_) => false,
+    };
+    match how {
+        // SAFETY: forwarded contract.
+        Purge::DontNeed => zeroed(unsafe { sys::madvise(addr, len, Advice::DontNeed) }),
+        // SAFETY: forwarded contract.
+        Purge::Free => match unsafe { sys::madvise(addr, len, Advice::Free) } {
+            Ok(()) => Purged::Lazily,
+            // Kernels before 4.5 lack MADV_FREE: fall back to DONTNEED.
+            // SAFETY: forwarded contract.
+            Err(Errno::EINVAL) => zeroed(unsafe { sys::madvise(addr, len, Advice::DontNeed) }),
+            Err(_) => Purged::No,
+        },
     }
 }
 

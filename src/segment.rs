@@ -308,6 +308,9 @@ pub struct Segment {
     pub free_slices: u64,
     /// Bit `i` set: slice `i` may hold non-zero bytes.
     pub dirty_slices: u64,
+    /// Bit `i` set: slice `i` was given back with `MADV_FREE` and not used
+    /// since (dirty, but not to be purged again).
+    pub lazy_slices: u64,
     /// Pages currently set up.
     pub pages_in_use: u32,
     /// Neighbours in the owning heap's segment list or the instance cache.
@@ -320,6 +323,17 @@ pub struct Segment {
     pub keys: Keys,
     /// Page metadata, indexed by a page's first slice.
     pub pages: [Page; SLICES],
+}
+
+/// What purging a run of slices achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// The pages read as zero now (`MADV_DONTNEED`).
+    Zeroed,
+    /// The kernel may take the pages (`MADV_FREE`); contents undefined.
+    Lazily,
+    /// Refused; nothing changed.
+    No,
 }
 
 /// Every slice but the metadata slice.
@@ -372,6 +386,7 @@ impl Segment {
             });
             ptr::addr_of_mut!((*seg).free_slices).write(ALL_PAGE_SLICES);
             ptr::addr_of_mut!((*seg).dirty_slices).write(dirty | 1);
+            ptr::addr_of_mut!((*seg).lazy_slices).write(0);
             ptr::addr_of_mut!((*seg).pages_in_use).write(0);
             ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
@@ -423,6 +438,7 @@ impl Segment {
             s.free_slices &= !mask;
             let fresh = s.dirty_slices & mask == 0;
             s.dirty_slices |= mask;
+            s.lazy_slices &= !mask;
             s.pages_in_use += 1;
             for i in head..head + n {
                 s.head_of[i] = head as u8;
@@ -453,19 +469,20 @@ impl Segment {
     /// no queue.
     pub unsafe fn release_page(page: *mut Page) -> bool {
         let seg = Page::segment(page);
-        // SAFETY: per contract.
+        // SAFETY: per contract. The page is read through `page` before the
+        // segment is borrowed as a whole, so the two never overlap in time.
         unsafe {
+            let (head, n, untouched_fresh) = {
+                let p = &*page;
+                let head = (p.start() as usize - seg as usize) >> SLICE_SHIFT;
+                (head, p.slice_count as usize, p.capacity == 0 && p.fresh)
+            };
             let s = &mut *seg;
-            let p = &mut *page;
-            let head = (p.start() as usize - seg as usize) >> SLICE_SHIFT;
-            let n = p.slice_count as usize;
             let mask = (u64::MAX >> (64 - n)) << head;
             s.free_slices |= mask;
-            if p.capacity == 0 {
+            if untouched_fresh {
                 // Never carved: still as clean as it was.
-                if p.fresh {
-                    s.dirty_slices &= !mask;
-                }
+                s.dirty_slices &= !mask;
             }
             for i in head..head + n {
                 s.pages[i] = Page::empty();
@@ -503,17 +520,21 @@ impl Segment {
         unsafe { (*seg).pages.as_mut_ptr().add(slice) }
     }
 
-    /// The ranges of dirty free slices, for purging: calls `f(first, count)`
-    /// for each maximal run, then marks them clean if `f` returns true.
-    pub fn for_dirty_free_runs(&mut self, mut f: impl FnMut(usize, usize) -> bool) {
-        let mut todo = self.free_slices & self.dirty_slices & ALL_PAGE_SLICES;
+    /// The ranges of free slices that still hold memory, for purging:
+    /// calls `f(first, count)` for each maximal run and records what it
+    /// reports: [`Purged::Zeroed`] slices are clean again, [`Purged::Lazily`]
+    /// ones are not purged again until reused.
+    pub fn for_dirty_free_runs(&mut self, mut f: impl FnMut(usize, usize) -> Purged) {
+        let mut todo = self.free_slices & self.dirty_slices & !self.lazy_slices & ALL_PAGE_SLICES;
         while todo != 0 {
             let first = todo.trailing_zeros() as usize;
             let len = (!(todo >> first)).trailing_zeros() as usize;
             let mask = (u64::MAX >> (64 - len)) << first;
             todo &= !mask;
-            if f(first, len) {
-                self.dirty_slices &= !mask;
+            match f(first, len) {
+                Purged::Zeroed => self.dirty_slices &= !mask,
+                Purged::Lazily => self.lazy_slices |= mask,
+                Purged::No => {}
             }
         }
     }
@@ -534,7 +555,7 @@ pub unsafe fn is_small(seg: *mut SegmentHeader) -> bool {
 #[inline(always)]
 pub fn owner_of(seg: *mut SegmentHeader) -> *mut Heap {
     // SAFETY: callers pass the segment of a live block.
-    unsafe { (*seg).owner.load(Ordering::Relaxed) }
+    unsafe { (*seg).owner.load(Ordering::Acquire) }
 }
 
 #[cfg(test)]

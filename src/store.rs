@@ -16,7 +16,7 @@ use crate::harden::{self, Keys};
 use crate::huge::HugeCache;
 use crate::os::{self, Purge};
 use crate::segmap::SegMap;
-use crate::segment::{Segment, SEGMENT_SIZE, SLICE_SIZE};
+use crate::segment::{Purged, Segment, SEGMENT_SIZE, SLICE_SIZE};
 use crate::sync::{Lock, LockGuard};
 use crate::sys::{Errno, PAGE_SIZE};
 use core::cell::UnsafeCell;
@@ -181,13 +181,19 @@ impl SegmentStore {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    self.stats.peak_mapped.fetch_max(new, Ordering::Relaxed);
-                    return Ok(());
-                }
+                // The peak is recorded by `note_peak` once the mapping exists,
+                // so a refused mapping never shows up in it.
+                Ok(_) => return Ok(()),
                 Err(x) => cur = x,
             }
         }
+    }
+
+    /// Records the current mapped total in `peak_mapped`; called after each
+    /// successful mapping.
+    pub(crate) fn note_peak(&self) {
+        let now = self.stats.mapped.load(Ordering::Relaxed);
+        self.stats.peak_mapped.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Counts `bytes` more as committed.
@@ -222,6 +228,7 @@ impl SegmentStore {
             self.uncharge(len);
             return None;
         }
+        self.note_peak();
         Some(base)
     }
 
@@ -323,18 +330,20 @@ impl SegmentStore {
         s.for_dirty_free_runs(|first, len| {
             let bytes = len * SLICE_SIZE;
             // SAFETY: free slices hold no live block.
-            let zeroed = unsafe {
+            let done = unsafe {
                 os::purge(
                     NonNull::new_unchecked((base + first * SLICE_SIZE) as *mut u8),
                     bytes,
                     how,
                 )
             };
-            self.stats.purged.fetch_add(bytes, Ordering::Relaxed);
-            if zeroed {
+            if done != Purged::No {
+                self.stats.purged.fetch_add(bytes, Ordering::Relaxed);
+            }
+            if done == Purged::Zeroed {
                 self.decommit(bytes);
             }
-            zeroed
+            done
         });
     }
 

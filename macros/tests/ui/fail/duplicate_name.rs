@@ -1,0 +1,4 @@
+emma::emma_instance!(Heap);
+emma::emma_instance!(Heap);
+
+fn main() {}

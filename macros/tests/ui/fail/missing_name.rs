@@ -1,0 +1,3 @@
+emma::emma_instance!();
+
+fn main() {}

@@ -1,0 +1,3 @@
+emma::emma_instance!(123);
+
+fn main() {}

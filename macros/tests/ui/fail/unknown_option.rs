@@ -1,0 +1,3 @@
+emma::emma_instance!(Foo, bogus = 1);
+
+fn main() {}

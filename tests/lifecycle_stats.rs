@@ -1,0 +1,378 @@
+//! Instance statistics: independent per instance, moving with small and
+//! huge allocations and back after frees and `trim`, shown by `Display`,
+//! and written by `print_stats` without allocating (checked in a child
+//! process whose stderr is captured).
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+use emma::{InstanceExt, Stats};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::process::Command;
+use std::sync::{mpsc, Arc, Barrier};
+
+const MIB: usize = 1 << 20;
+const SEGMENT: usize = 4 * MIB;
+/// One heap-metadata arena chunk (see `instance.rs`).
+const META_CHUNK: usize = 64 * 1024;
+
+// ---- a counting global allocator --------------------------------------------
+//
+// The test harness allocates with `System`; counting per thread lets a test
+// check that a call made no allocation at all on its thread.
+
+thread_local! {
+    static SYSTEM_ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = SYSTEM_ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = SYSTEM_ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn system_allocs() -> usize {
+    SYSTEM_ALLOCS.with(|c| c.get())
+}
+
+// ---- helpers ---------------------------------------------------------------
+
+/// The MiB figure as `Display` writes it (one decimal, rounded), unpadded.
+fn mib(bytes: usize) -> String {
+    let tenths = (bytes as u128 * 10 + (1 << 19)) >> 20;
+    format!("{}.{} MiB", tenths / 10, tenths % 10)
+}
+
+/// `s` without whitespace (the table pads its columns).
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect()
+}
+
+/// The whitespace-separated words of the table line starting with `key`.
+fn line_words<'a>(table: &'a str, key: &str) -> Vec<&'a str> {
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with(key))
+        .unwrap_or_else(|| panic!("no `{key}` line in\n{table}"));
+    line.split_whitespace().collect()
+}
+
+fn fill(p: *mut u8, len: usize, seed: u8) {
+    unsafe { std::ptr::write_bytes(p, seed, len) }
+}
+
+fn check(p: *const u8, len: usize, seed: u8) {
+    let s = unsafe { std::slice::from_raw_parts(p, len) };
+    assert!(s.iter().all(|&b| b == seed), "block {p:p} corrupted");
+}
+
+// ---- instances ---------------------------------------------------------------
+
+emma::emma_instance!(Counted);
+emma::emma_instance!(Bystander);
+emma::emma_instance!(Remote);
+emma::emma_instance!(Shown);
+emma::emma_instance!(Child);
+
+// ---- tests -----------------------------------------------------------------
+
+/// Small blocks map a segment, huge blocks a mapping each; frees and `trim`
+/// bring every figure back to the heap metadata, and another instance's
+/// figures never move.
+#[test]
+fn stats_follow_small_and_huge_allocations() {
+    assert_eq!(
+        Counted.stats(),
+        Stats::default(),
+        "nothing mapped before use"
+    );
+    assert_eq!(Bystander.stats(), Stats::default());
+
+    // Small blocks: one heap, a segment or two, 64 KiB of heap metadata.
+    let small = Layout::from_size_align(48, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..20_000)
+        .map(|i| {
+            let p = unsafe { Counted.alloc(small) };
+            assert!(!p.is_null());
+            fill(p, 48, i as u8);
+            p
+        })
+        .collect();
+    let s = Counted.stats();
+    assert_eq!(s.heaps, 1);
+    assert_eq!(s.meta, META_CHUNK);
+    assert!(s.segments >= 1 && s.segments <= 2, "{s:?}");
+    assert_eq!(s.mapped, s.segments * SEGMENT + s.meta, "{s:?}");
+    assert!(
+        s.committed >= 20_000 * 48 && s.committed <= s.mapped,
+        "{s:?}"
+    );
+    assert!(s.pages >= 1);
+    assert_eq!((s.huge_blocks, s.huge_bytes, s.failures), (0, 0, 0));
+    assert!(s.peak_mapped >= s.mapped);
+    let small_mapped = s.mapped;
+
+    // A huge block: its own mapping, counted in `mapped` and `committed`.
+    let huge = Layout::from_size_align(8 * MIB, 8).unwrap();
+    let h = unsafe { Counted.alloc(huge) };
+    assert!(!h.is_null());
+    fill(h, 8 * MIB, 0xA5);
+    let s = Counted.stats();
+    assert_eq!(s.huge_blocks, 1);
+    assert!(
+        s.huge_bytes >= 8 * MIB && s.huge_bytes <= 8 * MIB + SEGMENT,
+        "{s:?}"
+    );
+    assert_eq!(s.mapped, small_mapped + s.huge_bytes, "{s:?}");
+    assert!(s.committed >= 20_000 * 48 + 8 * MIB);
+
+    // Aligned beyond a segment: a second kind of huge mapping.
+    let over = Layout::from_size_align(6 * MIB, 16 * MIB).unwrap();
+    let o = unsafe { Counted.alloc(over) };
+    assert!(!o.is_null());
+    assert_eq!(o as usize % (16 * MIB), 0);
+    fill(o, 6 * MIB, 0x5A);
+    let s = Counted.stats();
+    assert_eq!(s.huge_blocks, 2);
+    assert!(s.mapped >= small_mapped + 14 * MIB);
+    let peak = s.mapped;
+    assert!(s.peak_mapped >= peak);
+
+    // Nothing of this reached the other instance.
+    assert_eq!(Bystander.stats(), Stats::default());
+
+    // Free the huge blocks: no longer live (a freed one may stay cached,
+    // i.e. mapped, until trim).
+    check(h, 8 * MIB, 0xA5);
+    check(o, 6 * MIB, 0x5A);
+    unsafe {
+        Counted.dealloc(h, huge);
+        Counted.dealloc(o, over);
+    }
+    let s = Counted.stats();
+    assert_eq!((s.huge_blocks, s.huge_bytes), (0, 0), "{s:?}");
+    assert!(s.mapped <= small_mapped + 8 * MIB + SEGMENT, "{s:?}");
+
+    // Free the small blocks and trim: only the heap metadata stays.
+    for (i, &p) in blocks.iter().enumerate() {
+        check(p, 48, i as u8);
+        unsafe { Counted.dealloc(p, small) };
+    }
+    Counted.trim();
+    let s = Counted.stats();
+    assert_eq!(s.segments, 0, "{s:?}");
+    assert_eq!(s.pages, 0, "{s:?}");
+    assert_eq!(s.mapped, s.meta, "{s:?}");
+    assert_eq!(s.committed, s.meta, "{s:?}");
+    assert!(s.purged > 0, "trim gave nothing back: {s:?}");
+    assert!(s.peak_mapped >= peak);
+    assert_eq!(s.failures, 0);
+    let mut mappings = 0;
+    Counted.for_each_mapping(|_, _| mappings += 1);
+    assert_eq!(mappings, 0);
+    Counted.check_heap().unwrap();
+
+    // The bystander starts from zero and moves on its own.
+    let p = unsafe { Bystander.alloc(small) };
+    let b = Bystander.stats();
+    assert_eq!((b.heaps, b.segments), (1, 1));
+    assert_eq!(
+        Counted.stats(),
+        s,
+        "the other instance's use moved our figures"
+    );
+    unsafe { Bystander.dealloc(p, small) };
+}
+
+/// `heaps` counts one heap per thread alive at once; `remote_frees` counts
+/// blocks freed by another thread once their owner collects them.
+#[test]
+fn heaps_and_remote_frees_are_counted() {
+    const THREADS: usize = 3;
+    const BLOCKS: usize = 1000;
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let all_allocated = Arc::new(Barrier::new(THREADS + 1));
+    let all_freed = Arc::new(Barrier::new(THREADS + 1));
+    let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (all_allocated, all_freed, tx) =
+                (all_allocated.clone(), all_freed.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let v: Vec<usize> = (0..BLOCKS)
+                    .map(|_| unsafe { Remote.alloc(layout) } as usize)
+                    .collect();
+                assert!(v.iter().all(|&p| p != 0));
+                tx.send(v).unwrap();
+                all_allocated.wait();
+                all_freed.wait();
+                // Collect what the main thread freed into our heap.
+                Remote.trim();
+                Remote.check_heap().unwrap();
+            })
+        })
+        .collect();
+    all_allocated.wait();
+    assert_eq!(Remote.stats().heaps, THREADS, "one heap per live thread");
+    for _ in 0..THREADS {
+        for p in rx.recv().unwrap() {
+            unsafe { Remote.dealloc(p as *mut u8, layout) };
+        }
+    }
+    all_freed.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = Remote.stats();
+    assert_eq!(s.remote_frees, THREADS * BLOCKS, "{s:?}");
+    assert_eq!(s.heaps, THREADS, "the main thread never allocated");
+    assert_eq!(
+        s.segments, 0,
+        "each thread trimmed after its blocks came back: {s:?}"
+    );
+}
+
+/// `Display` writes every figure of the snapshot.
+#[test]
+fn display_shows_the_figures() {
+    let layout = Layout::from_size_align(3000, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..500).map(|_| unsafe { Shown.alloc(layout) }).collect();
+    let huge = Layout::from_size_align(3 * MIB, 8).unwrap();
+    let h = unsafe { Shown.alloc(huge) };
+    let s = Shown.stats();
+    let text = s.to_string();
+    eprintln!("{text}");
+
+    let expect = [
+        format!("mapped {} (peak {})", mib(s.mapped), mib(s.peak_mapped)),
+        format!("committed {}", mib(s.committed)),
+        format!("segments {} ({} pages in use)", s.segments, s.pages),
+        format!("huge blocks 1 ({})", mib(s.huge_bytes)),
+        format!("heaps 1 (metadata {})", mib(s.meta)),
+        "remote frees 0".to_string(),
+        format!("purged {}", mib(s.purged)),
+        "failures 0".to_string(),
+    ];
+    for (line, want) in text.lines().zip(&expect) {
+        assert_eq!(squeeze(line), squeeze(want), "in\n{text}");
+    }
+    assert_eq!(text.lines().count(), 8);
+
+    unsafe {
+        Shown.dealloc(h, huge);
+        for p in blocks {
+            Shown.dealloc(p, layout);
+        }
+    }
+}
+
+const CHILD_ENV: &str = "EMMA_LIFECYCLE_STATS_CHILD";
+
+fn child_hook(_requested: usize, _limit: usize) {
+    // Inside the failing allocation: must not allocate from `Child`.
+    Child.print_stats("from-limit-hook");
+}
+
+/// The child half of `print_stats_writes_the_table_without_allocating`.
+fn print_stats_child() {
+    let layout = Layout::from_size_align(200, 8).unwrap();
+    let blocks: Vec<*mut u8> = (0..5000).map(|_| unsafe { Child.alloc(layout) }).collect();
+
+    // print_stats makes no allocation on this thread (through the global
+    // allocator; emma's own allocations would show in `Child.stats()`).
+    let probe = system_allocs();
+    drop(std::hint::black_box(String::from("the counter counts")));
+    assert!(
+        system_allocs() > probe,
+        "the counting allocator is not in use"
+    );
+    let before = (system_allocs(), Child.stats());
+    Child.print_stats("child");
+    let after = (system_allocs(), Child.stats());
+    if before != after {
+        eprintln!("ALLOCATED in print_stats: {before:?} -> {after:?}");
+        std::process::exit(3);
+    }
+    eprintln!("---display---\n{}---end---", Child.stats());
+
+    // From inside a failing allocation, through the limit hook.
+    Child.set_limit(Some(Child.stats().mapped));
+    Child.set_limit_hook(Some(child_hook));
+    let count = system_allocs();
+    let p = unsafe { Child.alloc(Layout::from_size_align(2 * MIB, 8).unwrap()) };
+    if !p.is_null() || system_allocs() != count {
+        eprintln!("UNEXPECTED: huge allocation past the limit gave {p:p}");
+        std::process::exit(4);
+    }
+    eprintln!("---display-after-failure---\n{}---end---", Child.stats());
+    for p in blocks {
+        unsafe { Child.dealloc(p, layout) };
+    }
+}
+
+/// `print_stats` writes the `Display` table, headed by the name, straight
+/// to fd 2, allocates nothing, and works from inside a limit hook.
+#[test]
+fn print_stats_writes_the_table_without_allocating() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return print_stats_child();
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "print_stats_writes_the_table_without_allocating",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "child failed: {:?}\n{stderr}",
+        out.status
+    );
+    assert!(
+        !stderr.contains("ALLOCATED") && !stderr.contains("UNEXPECTED"),
+        "{stderr}"
+    );
+
+    let section = |start: &str| -> String {
+        let from = stderr
+            .find(start)
+            .unwrap_or_else(|| panic!("no {start} in\n{stderr}"));
+        let rest = &stderr[from + start.len()..];
+        rest[..rest.find("---end---").unwrap()].to_string()
+    };
+    // The printed table is exactly the Display text, after the header line.
+    let display = section("---display---\n");
+    assert!(
+        stderr.contains(&format!("emma instance child\n{display}")),
+        "print_stats output differs from Display:\n{stderr}"
+    );
+    let figures = line_words(&display, "segments");
+    assert_ne!(
+        figures[1], "0",
+        "the child's blocks are not shown:\n{display}"
+    );
+    // The hook's table shows the refused allocation.
+    let after = section("---display-after-failure---\n");
+    assert!(
+        stderr.contains(&format!("emma instance from-limit-hook\n{after}")),
+        "no table from the limit hook, or a different one:\n{stderr}"
+    );
+    assert_eq!(line_words(&after, "failures")[1], "1", "{after}");
+}
