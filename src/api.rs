@@ -219,7 +219,7 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
         if is_mine::<I>(owner) {
             Heap::free_local(owner, Segment::slice_entry(seg.cast(), p), p);
         } else if owner != HUGE_OWNER.get() {
-            Heap::free_remote(owner, p);
+            Heap::free_remote(I::heap(), owner, p);
         } else {
             free_huge::<I>(seg.cast());
         }

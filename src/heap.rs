@@ -46,6 +46,9 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+/// Remote frees to one owner gathered before one CAS hands them over.
+pub const REMOTE_BATCH: u32 = 32;
+
 /// Carving touches memory: carve about this many bytes of blocks at a time.
 const EXTEND_BYTES: usize = 4096;
 
@@ -94,6 +97,14 @@ pub struct Heap {
     segments: *mut Segment,
     /// Next heap in the instance's registry (immutable once published).
     pub next_heap: *mut Heap,
+    /// The heap the pending batch of remote frees goes to (null: none).
+    batch_dest: *mut Heap,
+    /// The pending batch: newest block first, linked with `batch_dest`'s keys.
+    batch_head: *mut Block,
+    /// The oldest block of the batch (where the owner's inbox is spliced on).
+    batch_tail: *mut Block,
+    /// Blocks in the batch.
+    batch_len: u32,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -149,6 +160,10 @@ impl Heap {
             }; CLASS_COUNT],
             segments: ptr::null_mut(),
             next_heap: ptr::null_mut(),
+            batch_dest: ptr::null_mut(),
+            batch_head: ptr::null_mut(),
+            batch_tail: ptr::null_mut(),
+            batch_len: 0,
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -214,6 +229,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
+            Heap::flush_remote(h);
             Heap::drain_remote(h);
             let mut b = Heap::alloc_from_queue(h, c);
             if b.is_null() {
@@ -379,15 +395,95 @@ impl Heap {
         }
     }
 
-    /// Sends block `p` to heap `owner` from another thread: one CAS.
+    /// Sends block `p` to heap `owner` from another thread. The calling
+    /// thread's heap `me` gathers consecutive frees to the same owner into
+    /// a batch, handed over with one CAS per [`REMOTE_BATCH`] blocks (or
+    /// when the owner changes, or on `me`'s next slow path): a consumer that
+    /// frees what a producer allocates no longer fights over the producer's
+    /// inbox once per block.
     ///
     /// # Safety
-    /// `p` is a live block of a page of `owner`, no longer used by the caller.
+    /// `p` is a live block of a page of `owner`, no longer used by the
+    /// caller; `me` is the calling thread's heap (or the empty heap).
     #[inline]
-    pub unsafe fn free_remote(owner: *mut Heap, p: *mut u8) {
-        // SAFETY: heaps outlive their blocks; `p` is ours to link.
-        let (head, keys) = unsafe { (&(*owner).remote, (*owner).keys) };
+    pub unsafe fn free_remote(me: *mut Heap, owner: *mut Heap, p: *mut u8) {
+        // SAFETY: heaps outlive their blocks.
+        let keys = unsafe { (*owner).keys };
         // SAFETY: per contract `p` is a block of `owner`.
+        unsafe { Heap::check_remote(owner, p, keys) };
+        let b = p.cast::<Block>();
+        // SAFETY: `me` is ours (the empty heap is never written: its batch
+        // destination is null and it takes the direct path).
+        unsafe {
+            let m = &mut *me;
+            if m.batch_dest == owner && m.batch_len < REMOTE_BATCH {
+                Block::set_next(b, m.batch_head, keys);
+                m.batch_head = b;
+                m.batch_len += 1;
+                return;
+            }
+            Heap::free_remote_slow(me, owner, b);
+        }
+    }
+
+    /// Flushes the current batch and starts one for `owner` with `b`, or,
+    /// without a heap of our own, pushes `b` directly.
+    #[cold]
+    unsafe fn free_remote_slow(me: *mut Heap, owner: *mut Heap, b: *mut Block) {
+        // SAFETY: as in `free_remote`.
+        unsafe {
+            if Heap::is_empty_heap(me) {
+                return Heap::push_remote(owner, b, b);
+            }
+            Heap::flush_remote(me);
+            let m = &mut *me;
+            Block::set_next(b, ptr::null_mut(), (*owner).keys);
+            m.batch_dest = owner;
+            m.batch_head = b;
+            m.batch_tail = b;
+            m.batch_len = 1;
+        }
+    }
+
+    /// Hands the batch of remote frees gathered by `h` to its owner.
+    ///
+    /// # Safety
+    /// The calling thread owns `h` (or `h` is the empty heap).
+    pub unsafe fn flush_remote(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            let m = &mut *h;
+            if m.batch_len != 0 {
+                Heap::push_remote(m.batch_dest, m.batch_head, m.batch_tail);
+                m.batch_dest = ptr::null_mut();
+                m.batch_len = 0;
+            }
+        }
+    }
+
+    /// Splices the chain `first ..= last` (linked with `owner`'s keys) onto
+    /// `owner`'s inbox with one CAS.
+    unsafe fn push_remote(owner: *mut Heap, first: *mut Block, last: *mut Block) {
+        // SAFETY: heaps outlive their blocks; the chain is ours until the
+        // CAS publishes it.
+        unsafe {
+            let (head, keys) = (&(*owner).remote, (*owner).keys);
+            let mut old = head.load(Ordering::Relaxed);
+            loop {
+                Block::set_next(last, old, keys);
+                match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => return,
+                    Err(cur) => old = cur,
+                }
+            }
+        }
+    }
+
+    /// With `hardened`: a block whose first word is already a plausible
+    /// remote link of `owner` is being freed twice.
+    #[inline(always)]
+    unsafe fn check_remote(owner: *mut Heap, p: *mut u8, keys: Keys) {
+        // SAFETY: per the caller's contract.
         unsafe {
             harden::check_remote_free(p, keys, |link| {
                 // SAFETY: the instance's map answers without touching `link`.
@@ -397,16 +493,6 @@ impl Heap {
                     && owner_of(segment_of(link as *mut u8)) == owner
             })
         };
-        let b = p.cast::<Block>();
-        let mut old = head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the block is ours until the CAS publishes it.
-            unsafe { Block::set_next(b, old, keys) };
-            match head.compare_exchange_weak(old, b, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(cur) => old = cur,
-            }
-        }
     }
 
     /// Frees every block other threads sent us.
@@ -450,6 +536,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
+            Heap::flush_remote(h);
             Heap::drain_remote(h);
             for c in 0..CLASS_COUNT {
                 let mut page = (*h).queues[c].first;
@@ -554,6 +641,8 @@ impl Heap {
             (*h).queues = fresh.queues;
             (*h).segments = ptr::null_mut();
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
+            (*h).batch_dest = ptr::null_mut();
+            (*h).batch_len = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -313,6 +313,9 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     let base = unsafe { NonNull::new_unchecked(seg as *mut u8) };
     if need <= map_len {
         if map_len - need >= SHRINK_MIN {
+            // Under the lock: `for_each_mapping` must not read `map_len`
+            // of a mapping that is changing.
+            let _g = store.lock();
             // SAFETY: the tail lies past the block's new end.
             unsafe {
                 store.segmap.remove(seg, map_len);
@@ -335,6 +338,8 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     if align > SEGMENT_SIZE || store.charge(need - map_len).is_err() {
         return ptr::null_mut();
     }
+    // Under the lock: the old header vanishes with the move.
+    let _g = store.lock();
     // SAFETY: the mapping is the caller's; on success the old range is gone.
     match unsafe { os::remap_aligned(base, map_len, need, SEGMENT_SIZE) } {
         Ok(new) => {

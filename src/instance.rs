@@ -394,19 +394,48 @@ impl InstanceState {
 
     /// Calls `f(base, len)` for every mapping (segment or huge block) the
     /// instance has; for diagnostics, tests and teardown.
+    ///
+    /// Headers are read under the store's lock, which every unmapping
+    /// takes, so mappings cannot vanish while being read; `f` itself runs
+    /// without the lock (it may allocate, even from this instance), on
+    /// snapshots taken a batch at a time.
     pub fn for_each_mapping(&self, mut f: impl FnMut(usize, usize)) {
-        self.store.segmap.for_each_header(|base| {
-            let h = base as *const SegmentHeader;
-            // SAFETY: header chunks of our map are mapped segments.
-            let len = unsafe {
-                if (*h).kind == Kind::Huge as u32 {
-                    (*(h as *const crate::huge::HugeHeader)).map_len
-                } else {
-                    SEGMENT_SIZE
-                }
-            };
-            f(base, len);
-        });
+        const BATCH: usize = 64;
+        let mut from = 0;
+        loop {
+            let mut buf = [(0usize, 0usize); BATCH];
+            let mut n = 0;
+            let mut resume = None;
+            {
+                let _g = self.store.lock();
+                self.store.segmap.scan_headers(from, |base| {
+                    if n == BATCH {
+                        resume = Some(base);
+                        return false;
+                    }
+                    let h = base as *const SegmentHeader;
+                    // SAFETY: a header chunk of our map is a mapped segment,
+                    // and the lock keeps it mapped.
+                    let len = unsafe {
+                        if (*h).kind == Kind::Huge as u32 {
+                            (*(h as *const crate::huge::HugeHeader)).map_len
+                        } else {
+                            SEGMENT_SIZE
+                        }
+                    };
+                    buf[n] = (base, len);
+                    n += 1;
+                    true
+                });
+            }
+            for &(base, len) in &buf[..n] {
+                f(base, len);
+            }
+            match resume {
+                Some(next) => from = next,
+                None => return,
+            }
+        }
     }
 
     /// Gives back to the kernel what the calling thread's heap and the

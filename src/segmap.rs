@@ -141,18 +141,25 @@ impl SegMap {
         }
     }
 
-    /// Calls `f(base)` for every chunk recorded as [`Chunk::Header`].
-    pub fn for_each_header(&self, mut f: impl FnMut(usize)) {
-        for (t, slot) in self.top.iter().enumerate() {
+    /// Calls `f(base)` for every chunk recorded as [`Chunk::Header`] at or
+    /// above address `from`, in address order, until `f` returns false.
+    pub fn scan_headers(&self, from: usize, mut f: impl FnMut(usize) -> bool) {
+        let Some((t0, l0)) = Self::split(from) else {
+            return;
+        };
+        for (t, slot) in self.top.iter().enumerate().skip(t0) {
             let leaf = slot.load(Ordering::Acquire);
             if leaf.is_null() {
                 continue;
             }
             // SAFETY: as in `get`.
             let leaf = unsafe { &*leaf };
-            for (l, v) in leaf.iter().enumerate() {
-                if v.load(Ordering::Acquire) == Chunk::Header as u8 {
-                    f(((t << LEAF_BITS) | l) << SEGMENT_SHIFT);
+            let skip = if t == t0 { l0 } else { 0 };
+            for (l, v) in leaf.iter().enumerate().skip(skip) {
+                if v.load(Ordering::Acquire) == Chunk::Header as u8
+                    && !f(((t << LEAF_BITS) | l) << SEGMENT_SHIFT)
+                {
+                    return;
                 }
             }
         }

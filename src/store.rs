@@ -23,8 +23,17 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-/// Empty small segments kept mapped (purged) for reuse.
-const SEGMENT_CACHE_MAX: usize = 8;
+/// Empty small segments kept mapped for reuse.
+const SEGMENT_CACHE_MAX: usize = 16;
+/// The most recently released cached segments keep their memory (no
+/// `madvise`, no page faults when reused); older ones are purged. Programs
+/// that free and reallocate large blocks in waves would otherwise pay a
+/// purge and refault per wave. Measured on the mixed-sizes benchmark
+/// (1000 blocks of 16 B-1 MiB replaced at random): purging every released
+/// segment took 1.76 s (1,400 `madvise`, 1.5 s system time); 4 warm of 8
+/// cached 1.14 s; 8 of 16: 0.55 s (mimalloc: 0.75 s); 16 of 16: 0.39 s but
+/// 30 MiB more RSS at the end. `trim` purges them all.
+const WARM_SEGMENTS: usize = 8;
 
 /// Counters of one instance's mappings. All exact; read without a lock.
 pub struct StoreStats {
@@ -68,9 +77,42 @@ impl StoreStats {
 
 /// Lock-protected parts of the store.
 struct Cached {
-    /// Empty small segments, linked through `Segment::next`.
-    segments: *mut Segment,
+    /// Empty small segments, oldest first.
+    segments: [*mut Segment; SEGMENT_CACHE_MAX],
     count: usize,
+}
+
+impl Cached {
+    const EMPTY: Cached = Cached {
+        segments: [ptr::null_mut(); SEGMENT_CACHE_MAX],
+        count: 0,
+    };
+
+    /// Takes the most recently cached segment (the warmest).
+    fn pop_newest(&mut self) -> Option<*mut Segment> {
+        self.count = self.count.checked_sub(1)?;
+        Some(self.segments[self.count])
+    }
+
+    /// Caches `seg`; returns the oldest segment if the cache overflowed.
+    fn push(&mut self, seg: *mut Segment) -> Option<*mut Segment> {
+        let mut evicted = None;
+        if self.count == SEGMENT_CACHE_MAX {
+            evicted = Some(self.segments[0]);
+            self.segments.copy_within(1.., 0);
+            self.count -= 1;
+        }
+        self.segments[self.count] = seg;
+        self.count += 1;
+        evicted
+    }
+
+    /// The segment that just left the warm window, if any.
+    fn coldest_warm(&self) -> Option<*mut Segment> {
+        self.count
+            .checked_sub(WARM_SEGMENTS + 1)
+            .map(|i| self.segments[i])
+    }
 }
 
 /// An instance's segment supply. `const`-constructible; lives in the
@@ -106,10 +148,7 @@ impl SegmentStore {
         SegmentStore {
             lock: Lock::new(),
             segmap: SegMap::new(),
-            cached: UnsafeCell::new(Cached {
-                segments: ptr::null_mut(),
-                count: 0,
-            }),
+            cached: UnsafeCell::new(Cached::EMPTY),
             huge: UnsafeCell::new(HugeCache::new()),
             stats: StoreStats::new(),
             limit: AtomicUsize::new(usize::MAX),
@@ -233,10 +272,13 @@ impl SegmentStore {
     }
 
     /// Unmaps a mapping made by [`SegmentStore::map`] (possibly resized).
+    /// Takes the lock, so that `for_each_mapping` never reads a header that
+    /// is being unmapped; the caller must not hold it.
     ///
     /// # Safety
     /// The mapping must be unused from now on.
     pub(crate) unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        let _g = self.lock();
         self.segmap.remove(base.as_ptr() as usize, len);
         // SAFETY: per contract.
         unsafe { os::unmap(base, len) };
@@ -250,12 +292,9 @@ impl SegmentStore {
             let _g = self.lock();
             // SAFETY: lock held.
             let c = unsafe { &mut *self.cached.get() };
-            if !c.segments.is_null() {
-                let seg = c.segments;
+            if let Some(seg) = c.pop_newest() {
                 // SAFETY: cached segments are mapped and idle.
                 unsafe {
-                    c.segments = (*seg).next;
-                    c.count -= 1;
                     let dirty = (*seg).dirty_slices;
                     return Segment::init(Segment::base(seg), instance, keys, dirty);
                 }
@@ -279,8 +318,9 @@ impl SegmentStore {
         }
     }
 
-    /// Takes back an empty small segment: purges its dirty slices and
-    /// caches it, or unmaps it when the cache is full.
+    /// Takes back an empty small segment: caches it (still warm), purging
+    /// the cached segment that thereby leaves the warm window and unmapping
+    /// the oldest when the cache is full.
     ///
     /// # Safety
     /// The segment has no pages and its heap has forgotten it.
@@ -291,17 +331,18 @@ impl SegmentStore {
                 .header
                 .owner
                 .store(ptr::null_mut(), Ordering::Relaxed);
-            self.purge_segment(seg);
             let g = self.lock();
             let c = &mut *self.cached.get();
-            if c.count < SEGMENT_CACHE_MAX {
-                (*seg).next = c.segments;
-                c.segments = seg;
-                c.count += 1;
-                return;
+            let evicted = c.push(seg);
+            if let Some(cold) = c.coldest_warm() {
+                // Purged under the lock: the cache owns it, and this is rare
+                // (once per segment leaving the warm window).
+                self.purge_segment(cold);
             }
             drop(g);
-            self.unmap_segment(seg);
+            if let Some(old) = evicted {
+                self.unmap_segment(old);
+            }
         }
     }
 
@@ -354,13 +395,9 @@ impl SegmentStore {
                 let _g = self.lock();
                 // SAFETY: lock held.
                 let c = unsafe { &mut *self.cached.get() };
-                let seg = c.segments;
-                if seg.is_null() {
+                let Some(seg) = c.pop_newest() else {
                     break;
-                }
-                // SAFETY: cached segments are mapped and idle.
-                c.segments = unsafe { (*seg).next };
-                c.count -= 1;
+                };
                 seg
             };
             // SAFETY: removed from the cache, so nobody else has it.
@@ -380,10 +417,7 @@ impl SegmentStore {
         // SAFETY: per contract no thread is inside the lock.
         unsafe {
             self.lock.reset();
-            *self.cached.get() = Cached {
-                segments: ptr::null_mut(),
-                count: 0,
-            };
+            *self.cached.get() = Cached::EMPTY;
             *self.huge.get() = HugeCache::new();
         }
     }
