@@ -27,7 +27,9 @@ impl Blob {
         let layout = Self::layout(len);
         // SAFETY: `layout` has non-zero size (len > 0 is the caller's contract, checked in debug).
         let raw = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else { handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            handle_alloc_error(layout)
+        };
         // SAFETY: both offsets are inside the block just allocated.
         unsafe {
             ptr.as_ptr().write(tag);
@@ -72,7 +74,12 @@ impl Blob {
     #[inline]
     pub fn digest(&self) -> u64 {
         // SAFETY: first and last byte are inside the block and were initialised in `new`.
-        let (a, b) = unsafe { (self.ptr.as_ptr().read(), self.ptr.as_ptr().add(self.len - 1).read()) };
+        let (a, b) = unsafe {
+            (
+                self.ptr.as_ptr().read(),
+                self.ptr.as_ptr().add(self.len - 1).read(),
+            )
+        };
         (u64::from(a) << 8 | u64::from(b)) ^ self.len as u64
     }
 

@@ -18,5 +18,8 @@ pub fn rss() -> Rss {
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    Rss { peak_kib: field("VmHWM:"), now_kib: field("VmRSS:") }
+    Rss {
+        peak_kib: field("VmHWM:"),
+        now_kib: field("VmRSS:"),
+    }
 }

@@ -14,7 +14,11 @@ mod imp {
     /// The selected allocator.
     #[global_allocator]
     pub static GLOBAL: Emma = Emma;
-    pub const NAME: &str = if cfg!(feature = "a-emma-tls") { "emma-tls" } else { "emma" };
+    pub const NAME: &str = if cfg!(feature = "a-emma-tls") {
+        "emma-tls"
+    } else {
+        "emma"
+    };
 }
 
 #[cfg(all(feature = "a-emma-orig", not(feature = "a-emma")))]
@@ -24,7 +28,10 @@ mod imp {
     pub const NAME: &str = "emma-0.0.1";
 }
 
-#[cfg(all(feature = "a-mimalloc", not(any(feature = "a-emma", feature = "a-emma-orig"))))]
+#[cfg(all(
+    feature = "a-mimalloc",
+    not(any(feature = "a-emma", feature = "a-emma-orig"))
+))]
 mod imp {
     #[global_allocator]
     pub static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -68,7 +75,11 @@ mod imp {
     // it explicitly keeps `GLOBAL` usable by the `fastpath` binary.
     #[global_allocator]
     pub static GLOBAL: std::alloc::System = std::alloc::System;
-    pub const NAME: &str = if cfg!(feature = "a-system") { "glibc" } else { "default (glibc)" };
+    pub const NAME: &str = if cfg!(feature = "a-system") {
+        "glibc"
+    } else {
+        "default (glibc)"
+    };
 }
 
 pub use imp::{GLOBAL, NAME};

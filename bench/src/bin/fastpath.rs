@@ -12,7 +12,10 @@ use std::hint::black_box;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (mode, n) = match (args.get(1).map(String::as_str), args.get(2).map(|s| s.parse::<u64>())) {
+    let (mode, n) = match (
+        args.get(1).map(String::as_str),
+        args.get(2).map(|s| s.parse::<u64>()),
+    ) {
         (Some(m @ ("pairs" | "baseline")), Some(Ok(n))) => (m, n),
         _ => {
             eprintln!("usage: fastpath <pairs|baseline> <N>   (alloc: {NAME})");

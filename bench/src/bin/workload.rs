@@ -12,7 +12,11 @@ use std::time::Instant;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let Some(name) = args.get(1) else {
-        eprintln!("usage: {} <workload> [scale]   (alloc: {})", args[0], selected::NAME);
+        eprintln!(
+            "usage: {} <workload> [scale]   (alloc: {})",
+            args[0],
+            selected::NAME
+        );
         for w in workloads::ALL {
             eprintln!("  {:<15} {}", w.name, w.what);
         }

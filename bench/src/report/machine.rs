@@ -17,6 +17,8 @@ pub struct Machine {
     pub rustc: String,
     /// Start of the run, UTC, `YYYY-MM-DD HH:MM`.
     pub date: String,
+    /// The workspace's git commit (`-dirty` if the tree had changes), i.e. which emma was measured.
+    pub commit: String,
 }
 
 impl Machine {
@@ -26,26 +28,55 @@ impl Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, v)| v.trim().to_string())
+            })
             .unwrap_or_else(|| "?".into());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
-        let rustc = Command::new("rustc").arg("--version").current_dir(root).output();
+        let kernel =
+            std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string());
+        let rustc = Command::new("rustc")
+            .arg("--version")
+            .current_dir(root)
+            .output();
         Machine {
             cpu,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel: kernel.unwrap_or_else(|_| "?".into()),
-            rustc: rustc.map_or("?".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+            rustc: rustc.map_or("?".into(), |o| {
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            }),
             date: utc_now(),
+            commit: git_commit(root),
         }
+    }
+}
+
+fn git_commit(root: &Path) -> String {
+    let out = Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "no commit".into(),
     }
 }
 
 /// Current UTC time as `YYYY-MM-DD HH:MM`, without a date crate (civil-from-days, H. Hinnant).
 pub fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
 }
 
 fn civil_from_days(z: i64) -> (i64, i64, i64) {

@@ -21,6 +21,8 @@ pub struct Sample {
     pub peak_kib: u64,
     /// Resident set size after the workload freed everything, KiB.
     pub end_kib: u64,
+    /// The run started while other processes kept the CPUs busy (set by the runner).
+    pub busy: bool,
 }
 
 /// Every measurement of a run.
@@ -45,11 +47,18 @@ pub struct Results {
     pub quick: bool,
     /// Where it ran.
     pub machine: Machine,
+    /// Runs that started although other processes were still using the CPUs.
+    pub busy_runs: usize,
 }
 
 impl Results {
     /// Empty results for the configured workloads and the allocators that were built.
-    pub fn new(cfg: &Config, allocators: Vec<Allocator>, skipped: Vec<(String, String)>, machine: Machine) -> Results {
+    pub fn new(
+        cfg: &Config,
+        allocators: Vec<Allocator>,
+        skipped: Vec<(String, String)>,
+        machine: Machine,
+    ) -> Results {
         let (w, a) = (cfg.workloads.len(), allocators.len());
         Results {
             workloads: cfg.workloads.clone(),
@@ -62,6 +71,7 @@ impl Results {
             scale: cfg.scale,
             quick: cfg.quick,
             machine,
+            busy_runs: 0,
         }
     }
 }
@@ -122,7 +132,8 @@ pub fn median(values: &[f64]) -> f64 {
 
 /// Geometric mean of positive values (`None` if empty).
 pub fn geomean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp())
+    (!values.is_empty())
+        .then(|| (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp())
 }
 
 impl Summary {
@@ -137,7 +148,9 @@ impl Summary {
                     .map(|s| {
                         (!s.is_empty()).then(|| {
                             let times: Vec<f64> = s.iter().map(|x| x.seconds).collect();
-                            let mib = |f: fn(&Sample) -> u64| median(&s.iter().map(|x| f(x) as f64 / 1024.0).collect::<Vec<_>>());
+                            let mib = |f: fn(&Sample) -> u64| {
+                                median(&s.iter().map(|x| f(x) as f64 / 1024.0).collect::<Vec<_>>())
+                            };
                             Cell {
                                 median_s: median(&times),
                                 min_s: times.iter().copied().fold(f64::INFINITY, f64::min),
@@ -165,11 +178,19 @@ impl Summary {
 
         let per_alloc = (0..r.allocators.len())
             .map(|a| {
-                let col: Vec<(&'static str, Cell)> =
-                    r.workloads.iter().zip(&cells).filter_map(|(w, row)| row[a].map(|c| (w.name, c))).collect();
+                let col: Vec<(&'static str, Cell)> = r
+                    .workloads
+                    .iter()
+                    .zip(&cells)
+                    .filter_map(|(w, row)| row[a].map(|c| (w.name, c)))
+                    .collect();
                 let ratios: Vec<f64> = col.iter().filter_map(|(_, c)| c.ratio).collect();
                 let rss: Vec<f64> = col.iter().filter_map(|(_, c)| c.rss_ratio).collect();
-                let time_of = |name: &str| col.iter().find(|(w, _)| *w == name).map(|(_, c)| c.median_s);
+                let time_of = |name: &str| {
+                    col.iter()
+                        .find(|(w, _)| *w == name)
+                        .map(|(_, c)| c.median_s)
+                };
                 AllocSummary {
                     geomean: geomean(&ratios).map(|g| (g, ratios.len())),
                     worst: col
@@ -177,7 +198,9 @@ impl Summary {
                         .filter_map(|(w, c)| c.ratio.map(|x| (x, *w)))
                         .max_by(|x, y| x.0.total_cmp(&y.0)),
                     rss_geomean: geomean(&rss),
-                    scaling: time_of("churn-1t").zip(time_of("churn-2t")).map(|(t1, t2)| 2.0 * t1 / t2),
+                    scaling: time_of("churn-1t")
+                        .zip(time_of("churn-2t"))
+                        .map(|(t1, t2)| 2.0 * t1 / t2),
                 }
             })
             .collect();
@@ -194,7 +217,9 @@ impl Summary {
                         None => counts.push((s.checksum, 1)),
                     }
                 }
-                let Some(&(majority, _)) = counts.iter().max_by_key(|e| e.1) else { return Vec::new() };
+                let Some(&(majority, _)) = counts.iter().max_by_key(|e| e.1) else {
+                    return Vec::new();
+                };
                 r.allocators
                     .iter()
                     .zip(row)
@@ -203,26 +228,33 @@ impl Summary {
                     .collect()
             })
             .collect();
-        Summary { cells, per_alloc, checksum_mismatch }
+        Summary {
+            cells,
+            per_alloc,
+            checksum_mismatch,
+        }
     }
 }
 
 /// Every run as tab-separated values, for anyone who wants more than the medians.
 pub fn tsv(r: &Results) -> String {
-    let mut out = String::from("workload\tallocator\trep\tseconds\tchecksum\tpeak_rss_kib\tend_rss_kib\n");
+    let mut out = String::from(
+        "workload\tallocator\trep\tseconds\tchecksum\tpeak_rss_kib\tend_rss_kib\tmachine_busy\n",
+    );
     for (w, row) in r.workloads.iter().zip(&r.samples) {
         for (a, samples) in r.allocators.iter().zip(row) {
             for (i, s) in samples.iter().enumerate() {
                 writeln!(
                     out,
-                    "{}\t{}\t{}\t{:.6}\t{:016x}\t{}\t{}",
+                    "{}\t{}\t{}\t{:.6}\t{:016x}\t{}\t{}\t{}",
                     w.name,
                     a.name,
                     i + 1,
                     s.seconds,
                     s.checksum,
                     s.peak_kib,
-                    s.end_kib
+                    s.end_kib,
+                    s.busy
                 )
                 .unwrap();
             }

@@ -15,7 +15,9 @@ const PLOT_H: f64 = 320.0;
 const BOTTOM: f64 = 100.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Renders the chart.
@@ -25,14 +27,38 @@ pub fn render(r: &Results, s: &Summary) -> String {
         .workloads
         .iter()
         .zip(&s.cells)
-        .map(|(w, row)| (w.name, row.iter().map(|c| c.and_then(|c| c.ratio)).collect()))
+        .map(|(w, row)| {
+            (
+                w.name,
+                row.iter().map(|c| c.and_then(|c| c.ratio)).collect(),
+            )
+        })
         .collect();
-    groups.push(("geomean", s.per_alloc.iter().map(|p| p.geomean.map(|g| g.0)).collect()));
+    groups.push((
+        "geomean",
+        s.per_alloc.iter().map(|p| p.geomean.map(|g| g.0)).collect(),
+    ));
 
     // Axis range: whole powers of two around the data, at least 0.5×–2×, at most 1/16×–64×.
-    let all: Vec<f64> = groups.iter().flat_map(|g| g.1.iter().flatten().copied()).filter(|x| *x > 0.0).collect();
-    let lo = all.iter().copied().fold(1.0f64, f64::min).log2().floor().clamp(-4.0, -1.0);
-    let hi = all.iter().copied().fold(1.0f64, f64::max).log2().ceil().clamp(1.0, 6.0);
+    let all: Vec<f64> = groups
+        .iter()
+        .flat_map(|g| g.1.iter().flatten().copied())
+        .filter(|x| *x > 0.0)
+        .collect();
+    let lo = all
+        .iter()
+        .copied()
+        .fold(1.0f64, f64::min)
+        .log2()
+        .floor()
+        .clamp(-4.0, -1.0);
+    let hi = all
+        .iter()
+        .copied()
+        .fold(1.0f64, f64::max)
+        .log2()
+        .ceil()
+        .clamp(1.0, 6.0);
     let y = |ratio: f64| TOP + (hi - ratio.log2().clamp(lo, hi)) / (hi - lo) * PLOT_H;
 
     let n_alloc = r.allocators.len().max(1);
@@ -53,14 +79,32 @@ pub fn render(r: &Results, s: &Summary) -> String {
         r.reps_done
     )
     .unwrap();
-    writeln!(o, r##"<text x="{LEFT}" y="36" fill="#555">{} ({} cores), {} UTC</text>"##, esc(&r.machine.cpu), r.machine.cores, r.machine.date).unwrap();
+    writeln!(
+        o,
+        r##"<text x="{LEFT}" y="36" fill="#555">{} ({} cores), {} UTC</text>"##,
+        esc(&r.machine.cpu),
+        r.machine.cores,
+        r.machine.date
+    )
+    .unwrap();
 
     // Legend.
     let mut lx = LEFT;
     for a in &r.allocators {
-        writeln!(o, r#"<rect x="{lx}" y="48" width="11" height="11" fill="{}"/>"#, a.colour).unwrap();
-        writeln!(o, r#"<text x="{}" y="58">{}</text>"#, lx + 15.0, esc(a.name)).unwrap();
-        lx += 22.0 + 7.0 * a.name.len() as f64;
+        writeln!(
+            o,
+            r#"<rect x="{lx}" y="48" width="11" height="11" fill="{}"/>"#,
+            a.colour
+        )
+        .unwrap();
+        writeln!(
+            o,
+            r#"<text x="{}" y="58">{}</text>"#,
+            lx + 15.0,
+            esc(a.name)
+        )
+        .unwrap();
+        lx += 30.0 + 7.0 * a.name.len() as f64;
     }
 
     // Shade the geomean group (drawn first, so grid and bars stay on top).
@@ -71,10 +115,24 @@ pub fn render(r: &Results, s: &Summary) -> String {
     let mut e = lo;
     while e <= hi {
         let gy = y(2f64.powf(e));
-        let (stroke, w) = if e == 0.0 { ("#000", 1.2) } else { ("#ddd", 1.0) };
+        let (stroke, w) = if e == 0.0 {
+            ("#000", 1.2)
+        } else {
+            ("#ddd", 1.0)
+        };
         writeln!(o, r#"<line x1="{LEFT}" y1="{gy:.1}" x2="{:.1}" y2="{gy:.1}" stroke="{stroke}" stroke-width="{w}"/>"#, width - RIGHT).unwrap();
-        let label = if e >= 0.0 { format!("{}×", 2f64.powf(e)) } else { format!("1/{}×", 2f64.powf(-e)) };
-        writeln!(o, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, LEFT - 6.0, gy + 4.0).unwrap();
+        let label = if e >= 0.0 {
+            format!("{}×", 2f64.powf(e))
+        } else {
+            format!("1/{}×", 2f64.powf(-e))
+        };
+        writeln!(
+            o,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            LEFT - 6.0,
+            gy + 4.0
+        )
+        .unwrap();
         e += 1.0;
     }
 
@@ -86,7 +144,11 @@ pub fn render(r: &Results, s: &Summary) -> String {
             let Some(ratio) = *ratio else { continue };
             let bx = gx + ai as f64 * BAR_W;
             let by = y(ratio);
-            let (top, h) = if by < one { (by, one - by) } else { (one, by - one) };
+            let (top, h) = if by < one {
+                (by, one - by)
+            } else {
+                (one, by - one)
+            };
             writeln!(
                 o,
                 r#"<rect x="{bx:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} on {}: {ratio:.2}×</title></rect>"#,
@@ -99,7 +161,11 @@ pub fn render(r: &Results, s: &Summary) -> String {
             .unwrap();
             // Off-scale bars get their value written at the end of the bar.
             if ratio.log2() > hi || ratio.log2() < lo {
-                let ty = if ratio > 1.0 { top - 3.0 } else { top + h + 10.0 };
+                let ty = if ratio > 1.0 {
+                    top - 3.0
+                } else {
+                    top + h + 10.0
+                };
                 writeln!(o, r#"<text x="{:.1}" y="{ty:.1}" font-size="9" text-anchor="middle">{ratio:.0}×</text>"#, bx + BAR_W / 2.0).unwrap();
             }
         }

@@ -21,24 +21,36 @@ pub struct Paths {
 impl Paths {
     /// Paths for the workspace whose `bench/` directory is `bench_dir`.
     pub fn new(bench_dir: &Path) -> Paths {
-        let root = bench_dir.parent().expect("bench/ has a parent").to_path_buf();
+        let root = bench_dir
+            .parent()
+            .expect("bench/ has a parent")
+            .to_path_buf();
         let target = root.join("target").join("bench-run");
         Paths { root, target }
     }
 
     /// Where the workload binary of `alloc` is kept.
     pub fn binary(&self, alloc: &Allocator) -> PathBuf {
-        self.target.join("bins").join(format!("workload-{}", alloc.name))
+        self.target
+            .join("bins")
+            .join(format!("workload-{}", alloc.name))
     }
 
     /// The build log of `alloc`.
     pub fn log(&self, alloc: &Allocator) -> PathBuf {
-        self.target.join("logs").join(format!("build-{}.log", alloc.name))
+        self.target
+            .join("logs")
+            .join(format!("build-{}.log", alloc.name))
     }
 }
 
 fn has_cmake() -> bool {
-    Command::new("cmake").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("cmake")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Makes sure `cmake` is there for snmalloc: installs it with apt-get if it is missing and
@@ -49,7 +61,12 @@ pub fn ensure_cmake() -> Result<(), String> {
     }
     eprintln!("cmake is missing (snmalloc needs it); trying `apt-get install -y cmake` ...");
     let apt = |args: &[&str]| {
-        Command::new("apt-get").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new("apt-get")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     };
     // The package lists may be stale or absent on a fresh machine: update first.
     let _ = apt(&["update", "-qq"]);
@@ -75,18 +92,36 @@ pub fn build(paths: &Paths, alloc: &Allocator) -> Result<PathBuf, String> {
     let status = Command::new(cargo)
         .current_dir(&paths.root)
         .env("CARGO_TARGET_DIR", &paths.target)
-        .args(["build", "--release", "-p", "emma-bench", "--bin", "workload", "--features", alloc.feature])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "emma-bench",
+            "--bin",
+            "workload",
+            "--features",
+            alloc.feature,
+        ])
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         let text = fs::read_to_string(&log_path).unwrap_or_default();
-        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error")).take(3).collect();
-        let summary = if errors.is_empty() { text.lines().last().unwrap_or("").to_string() } else { errors.join(" / ") };
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .take(3)
+            .collect();
+        let summary = if errors.is_empty() {
+            text.lines().last().unwrap_or("").to_string()
+        } else {
+            errors.join(" / ")
+        };
         return Err(format!("build failed ({}): {summary}", log_path.display()));
     }
     let dest = paths.binary(alloc);
-    fs::copy(paths.target.join("release").join("workload"), &dest).map_err(|e| format!("copy: {e}"))?;
+    fs::copy(paths.target.join("release").join("workload"), &dest)
+        .map_err(|e| format!("copy: {e}"))?;
     Ok(dest)
 }

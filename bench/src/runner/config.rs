@@ -37,8 +37,17 @@ fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-fn pick<T: Copy>(list: &str, all: &[T], name: impl Fn(&T) -> &str, what: &str) -> Result<Vec<T>, String> {
-    let wanted: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+fn pick<T: Copy>(
+    list: &str,
+    all: &[T],
+    name: impl Fn(&T) -> &str,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    let wanted: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     for w in &wanted {
         if !all.iter().any(|x| name(x) == *w) {
             let known: Vec<&str> = all.iter().map(&name).collect();
@@ -46,12 +55,19 @@ fn pick<T: Copy>(list: &str, all: &[T], name: impl Fn(&T) -> &str, what: &str) -
         }
     }
     // Keep report order whatever order they were given in.
-    Ok(all.iter().copied().filter(|x| wanted.contains(&name(x))).collect())
+    Ok(all
+        .iter()
+        .copied()
+        .filter(|x| wanted.contains(&name(x)))
+        .collect())
 }
 
 impl Config {
     /// Parses the command line; `Err` carries the message to print (usage included for --help).
-    pub fn from_args(args: impl IntoIterator<Item = String>, bench_dir: PathBuf) -> Result<Config, String> {
+    pub fn from_args(
+        args: impl IntoIterator<Item = String>,
+        bench_dir: PathBuf,
+    ) -> Result<Config, String> {
         let mut cfg = Config {
             reps: env_num("EMMA_BENCH_REPS").unwrap_or(3),
             scale: env_num("EMMA_BENCH_SCALE").unwrap_or(1.0),
@@ -64,13 +80,26 @@ impl Config {
         let mut out_given = false;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let mut value = |flag: &str| args.next().ok_or_else(|| format!("{flag} needs a value\n{USAGE}"));
+            let mut value = |flag: &str| {
+                args.next()
+                    .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+            };
             match arg.as_str() {
                 "--quick" => cfg.quick = true,
                 "--no-build" => cfg.no_build = true,
-                "--reps" => cfg.reps = value("--reps")?.parse().map_err(|e| format!("--reps: {e}"))?,
-                "--scale" => cfg.scale = value("--scale")?.parse().map_err(|e| format!("--scale: {e}"))?,
-                "--alloc" => cfg.allocators = pick(&value("--alloc")?, alloc::ALL, |a| a.name, "allocator")?,
+                "--reps" => {
+                    cfg.reps = value("--reps")?
+                        .parse()
+                        .map_err(|e| format!("--reps: {e}"))?
+                }
+                "--scale" => {
+                    cfg.scale = value("--scale")?
+                        .parse()
+                        .map_err(|e| format!("--scale: {e}"))?
+                }
+                "--alloc" => {
+                    cfg.allocators = pick(&value("--alloc")?, alloc::ALL, |a| a.name, "allocator")?
+                }
                 "--workload" => {
                     let all: Vec<&Workload> = workloads::ALL.iter().collect();
                     cfg.workloads = pick(&value("--workload")?, &all, |w| w.name, "workload")?;

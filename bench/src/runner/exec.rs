@@ -8,7 +8,13 @@ use std::time::{Duration, Instant};
 
 /// Runs `bin <workload> <scale>`, killing it after `timeout`. Checks that the binary is built
 /// for `alloc` (it prints its allocator's name) and returns its measurements.
-pub fn run(bin: &Path, alloc: &str, workload: &str, scale: f64, timeout: Duration) -> Result<Sample, String> {
+pub fn run(
+    bin: &Path,
+    alloc: &str,
+    workload: &str,
+    scale: f64,
+    timeout: Duration,
+) -> Result<Sample, String> {
     let mut child = Command::new(bin)
         .args([workload, &scale.to_string()])
         .stdin(Stdio::null())
@@ -31,8 +37,18 @@ pub fn run(bin: &Path, alloc: &str, workload: &str, scale: f64, timeout: Duratio
     };
     let mut out = String::new();
     let mut err = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).map_err(|e| e.to_string())?;
-    child.stderr.take().unwrap().read_to_string(&mut err).map_err(|e| e.to_string())?;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .map_err(|e| e.to_string())?;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .map_err(|e| e.to_string())?;
     if !status.success() {
         let tail: String = err.lines().rev().take(2).collect::<Vec<_>>().join(" / ");
         return Err(format!("exited with {status}: {tail}"));
@@ -45,7 +61,8 @@ pub fn run(bin: &Path, alloc: &str, workload: &str, scale: f64, timeout: Duratio
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
 /// Parses the workload's output line (see `src/bin/workload.rs`).
@@ -55,6 +72,7 @@ pub fn parse(line: &str) -> Option<Sample> {
         checksum: u64::from_str_radix(field(line, "checksum")?, 16).ok()?,
         peak_kib: field(line, "peak_rss_kib")?.parse().ok()?,
         end_kib: field(line, "end_rss_kib")?.parse().ok()?,
+        busy: false,
     })
 }
 
@@ -66,7 +84,13 @@ mod tests {
             "alloc=mimalloc workload=larson seconds=1.250000 checksum=00000000000000ff peak_rss_kib=2048 end_rss_kib=1024\n",
         )
         .unwrap();
-        assert_eq!((s.seconds, s.checksum, s.peak_kib, s.end_kib), (1.25, 255, 2048, 1024));
-        assert_eq!(super::field("alloc=emma-tls x=1", "alloc"), Some("emma-tls"));
+        assert_eq!(
+            (s.seconds, s.checksum, s.peak_kib, s.end_kib),
+            (1.25, 255, 2048, 1024)
+        );
+        assert_eq!(
+            super::field("alloc=emma-tls x=1", "alloc"),
+            Some("emma-tls")
+        );
     }
 }

@@ -10,8 +10,9 @@ pub mod build;
 pub mod config;
 pub mod exec;
 pub mod progress;
+pub mod quiet;
 
-use crate::report::{self, machine::Machine, Results};
+use crate::report::{self, machine::Machine, Results, Sample};
 use build::Paths;
 use config::Config;
 use progress::Progress;
@@ -38,26 +39,50 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    let mut results = Results::new(&cfg, runnable.iter().map(|(a, _)| *a).collect(), skipped, machine);
-    let total = cfg.reps * cfg.workloads.len() * runnable.len();
+    let mut results = Results::new(
+        &cfg,
+        runnable.iter().map(|(a, _)| *a).collect(),
+        skipped,
+        machine,
+    );
+    let total: usize = runnable
+        .iter()
+        .map(|(a, _)| a.max_reps.min(cfg.reps))
+        .sum::<usize>()
+        * cfg.workloads.len();
     let timeout = Duration::from_secs_f64((300.0 * cfg.scale).max(60.0));
     let mut progress = Progress::new();
     let mut done = 0;
+    let mut quiet = quiet::Quiet::default();
     for rep in 0..cfg.reps {
         for (wi, workload) in cfg.workloads.iter().enumerate() {
             for k in 0..runnable.len() {
                 let ai = (k + rep + wi) % runnable.len();
                 let (alloc, bin) = &runnable[ai];
+                if rep >= alloc.max_reps {
+                    continue;
+                }
                 done += 1;
-                progress.update(&format!(
+                let status = format!(
                     "run {done}/{total}  rep {}/{}  {:<14} {:<11}",
                     rep + 1,
                     cfg.reps,
                     workload.name,
                     alloc.name
-                ));
+                );
+                progress.update(&status);
+                let quiet_now = quiet.wait(|waited| {
+                    progress.update(&format!("{status} (machine busy, waiting {waited}s)"))
+                });
+                if !quiet_now {
+                    results.busy_runs += 1;
+                }
+                progress.update(&status);
                 match exec::run(bin, alloc.name, workload.name, cfg.scale, timeout) {
-                    Ok(sample) => results.samples[wi][ai].push(sample),
+                    Ok(sample) => results.samples[wi][ai].push(Sample {
+                        busy: !quiet_now,
+                        ..sample
+                    }),
                     Err(e) => {
                         progress.finish_line();
                         eprintln!("  {} on {}: {e}", workload.name, alloc.name);
@@ -74,17 +99,35 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if results.busy_runs > 0 {
+        progress.finish_line();
+        eprintln!(
+            "note: {} runs started while other processes kept the CPUs busy",
+            results.busy_runs
+        );
+    }
     progress.update(&format!("done: {total} runs"));
     progress.finish_line();
 
-    println!("{}", report::markdown::summary_table(&results, &report::Summary::of(&results)));
-    println!("written: {}/latest.md, chart.svg, runs.tsv", cfg.out_dir.display());
+    println!(
+        "{}",
+        report::markdown::summary_table(&results, &report::Summary::of(&results))
+    );
+    println!(
+        "written: {}/latest.md, chart.svg, runs.tsv",
+        cfg.out_dir.display()
+    );
     ExitCode::SUCCESS
 }
 
+/// Allocators ready to run, each with its workload binary.
+type Runnable = Vec<(alloc::Allocator, PathBuf)>;
+/// Allocators left out: name and reason.
+type Skipped = Vec<(String, String)>;
+
 /// Builds (or, with `--no-build`, finds) every configured allocator's binary. Returns the ones
 /// that can run and, for the others, why not.
-fn build_all(cfg: &Config, paths: &Paths) -> (Vec<(alloc::Allocator, PathBuf)>, Vec<(String, String)>) {
+fn build_all(cfg: &Config, paths: &Paths) -> (Runnable, Skipped) {
     let mut runnable = Vec::new();
     let mut skipped = Vec::new();
     let mut progress = Progress::new();
@@ -94,7 +137,10 @@ fn build_all(cfg: &Config, paths: &Paths) -> (Vec<(alloc::Allocator, PathBuf)>, 
             if bin.exists() {
                 Ok(bin)
             } else {
-                Err(format!("no binary at {} (run without --no-build)", bin.display()))
+                Err(format!(
+                    "no binary at {} (run without --no-build)",
+                    bin.display()
+                ))
             }
         } else {
             progress.update(&format!("building workload binary for {} ...", a.name));
@@ -116,8 +162,14 @@ fn build_all(cfg: &Config, paths: &Paths) -> (Vec<(alloc::Allocator, PathBuf)>, 
 fn write_outputs(results: &Results, out_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out_dir)?;
     let summary = report::Summary::of(results);
-    std::fs::write(out_dir.join("latest.md"), report::markdown::render(results, &summary))?;
-    std::fs::write(out_dir.join("chart.svg"), report::svg::render(results, &summary))?;
+    std::fs::write(
+        out_dir.join("latest.md"),
+        report::markdown::render(results, &summary),
+    )?;
+    std::fs::write(
+        out_dir.join("chart.svg"),
+        report::svg::render(results, &summary),
+    )?;
     std::fs::write(out_dir.join("runs.tsv"), report::tsv(results))?;
     Ok(())
 }

@@ -12,7 +12,10 @@ pub struct Progress {
 impl Progress {
     /// Starts the clock.
     pub fn new() -> Progress {
-        Progress { started: Instant::now(), width: 0 }
+        Progress {
+            started: Instant::now(),
+            width: 0,
+        }
     }
 
     /// Replaces the line with `msg`, prefixed by the elapsed time.

@@ -8,7 +8,7 @@ use crate::rng::Rng;
 /// is (a free list used as a stack), so this measures the bare fast path.
 pub fn small_lifo(scale: f64) -> u64 {
     const DEPTH: usize = 1000;
-    let rounds = scaled(200_000, scale);
+    let rounds = scaled(120_000, scale);
     let mut stack: Vec<Blob> = Vec::with_capacity(DEPTH);
     let mut sum = 0u64;
     for r in 0..rounds {
@@ -28,7 +28,7 @@ pub fn small_lifo(scale: f64) -> u64 {
 /// locality is poor — closer to what long-running programs do than LIFO.
 pub fn small_random(scale: f64) -> u64 {
     const SLOTS: usize = 20_000;
-    let steps = scaled(60_000_000, scale);
+    let steps = scaled(40_000_000, scale);
     let mut rng = Rng::new(2);
     let mut slots: Vec<Option<Blob>> = (0..SLOTS).map(|_| None).collect();
     let mut sum = 0u64;
@@ -45,7 +45,11 @@ pub fn small_random(scale: f64) -> u64 {
 /// A size drawn log-uniformly: 90% between 16 B and 32 KiB, 10% between 32 KiB and 1 MiB.
 /// Equal weight per power of two is how real size distributions look after the small end.
 fn mixed_size(rng: &mut Rng) -> usize {
-    let bits = if rng.below(10) < 9 { rng.range(4, 14) } else { rng.range(15, 19) };
+    let bits = if rng.below(10) < 9 {
+        rng.range(4, 14)
+    } else {
+        rng.range(15, 19)
+    };
     let lo = 1usize << bits;
     rng.range(lo, 2 * lo)
 }

@@ -20,7 +20,9 @@ pub fn larson(scale: f64) -> u64 {
     let rounds = scaled(1200, scale);
 
     // Ring: thread i sends to i+1 and receives from i-1.
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<Vec<Option<Blob>>>()).unzip();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| mpsc::channel::<Vec<Option<Blob>>>())
+        .unzip();
     let mut rxs: Vec<Option<mpsc::Receiver<_>>> = rxs.into_iter().map(Some).collect();
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -49,7 +51,10 @@ pub fn larson(scale: f64) -> u64 {
         })
         .collect();
     drop(txs);
-    handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold(0, u64::wrapping_add)
 }
 
 /// One producer allocates messages (`Box<[u8]>` of 16–256 bytes, filled) and sends them in
@@ -62,8 +67,9 @@ pub fn producer_consumer(scale: f64) -> u64 {
     let producer = thread::spawn(move || {
         let mut rng = Rng::new(7);
         for b in 0..batches {
-            let batch: Vec<Box<[u8]>> =
-                (0..BATCH).map(|_| vec![b as u8; rng.range(16, 256)].into_boxed_slice()).collect();
+            let batch: Vec<Box<[u8]>> = (0..BATCH)
+                .map(|_| vec![b as u8; rng.range(16, 256)].into_boxed_slice())
+                .collect();
             tx.send(batch).unwrap();
         }
     });
@@ -89,7 +95,11 @@ fn churn(seed: u64, scale: f64) -> u64 {
     let mut slots: Vec<Option<Blob>> = (0..SLOTS).map(|_| None).collect();
     let mut sum = 0u64;
     for step in 0..steps {
-        let size = if rng.one_in(64) { rng.range(2048, 32 << 10) } else { rng.range(16, 2048) };
+        let size = if rng.one_in(64) {
+            rng.range(2048, 32 << 10)
+        } else {
+            rng.range(16, 2048)
+        };
         let slot = &mut slots[rng.below(SLOTS)];
         if let Some(old) = slot.take() {
             sum = mix(sum, old.digest());
@@ -100,9 +110,13 @@ fn churn(seed: u64, scale: f64) -> u64 {
 }
 
 fn churn_threads(threads: usize, scale: f64) -> u64 {
-    let handles: Vec<_> =
-        (0..threads).map(|t| thread::spawn(move || churn(80 + t as u64, scale))).collect();
-    handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+    let handles: Vec<_> = (0..threads)
+        .map(|t| thread::spawn(move || churn(80 + t as u64, scale)))
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold(0, u64::wrapping_add)
 }
 
 /// Independent churn on one thread (the baseline for churn-2t). Runs on a spawned thread, as
@@ -151,7 +165,10 @@ pub fn cache_scratch(scale: f64) -> u64 {
             })
         })
         .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).fold(0, u64::wrapping_add)
+    handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .fold(0, u64::wrapping_add)
 }
 
 /// Thousands of short-lived threads, two at a time: each frees the blocks a thread of the
@@ -176,8 +193,9 @@ pub fn thread_churn(scale: f64) -> u64 {
                     for b in inherited {
                         sum = sum.wrapping_add(b.digest());
                     }
-                    let mut mine: Vec<Blob> =
-                        (0..BLOCKS).map(|i| Blob::new(rng.range(16, 512), i as u8)).collect();
+                    let mut mine: Vec<Blob> = (0..BLOCKS)
+                        .map(|i| Blob::new(rng.range(16, 512), i as u8))
+                        .collect();
                     // Free 90% in random order (swap_remove of random indices), keep the rest.
                     while mine.len() > BLOCKS / 10 {
                         let victim = mine.swap_remove(rng.below(mine.len()));
