@@ -223,11 +223,15 @@ impl InstanceState {
         let tid = sys::gettid();
         let epoch = self.epoch();
         // Rule 1: our own thread pointer (our heap, or a dead thread's
-        // whose stack we inherited), unless it was inside a slow path at a fork.
+        // whose stack we inherited), unless it was inside a slow path at a
+        // fork, or another live thread holds it right now (`trim` collecting
+        // the dead thread's heap).
         let found = self.claim_where(tid, |h| {
             let stale = h.epoch.load(Ordering::Relaxed) != epoch;
+            let owner = h.owner_tid.load(Ordering::Relaxed);
             h.owner_tp.load(Ordering::Relaxed) == tp
                 && !(stale && h.busy.load(Ordering::Relaxed) != 0)
+                && (owner == 0 || owner == tid || stale || !sys::thread_alive(owner))
         });
         // Rule 2: nobody's.
         let found = found.or_else(|| {
@@ -479,8 +483,12 @@ impl InstanceState {
             {
                 // SAFETY: we claimed the heap; its owner is gone.
                 unsafe { Heap::trim(h) };
+                // Leave it unowned; the compare-and-swap keeps this from
+                // undoing a claim nobody else can make while we hold it.
                 hr.owner_tp.store(0, Ordering::Relaxed);
-                hr.owner_tid.store(0, Ordering::Release);
+                let _ = hr
+                    .owner_tid
+                    .compare_exchange(tid, 0, Ordering::Release, Ordering::Relaxed);
             }
             h = hr.next_heap;
         }

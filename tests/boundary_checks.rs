@@ -76,7 +76,11 @@ fn misuse(case: &str) {
                 // one is not 32-aligned.
                 let a = Checked.alloc(l);
                 let b = Checked.alloc(l);
-                let p = if !(a as usize).is_multiple_of(32) { a } else { b };
+                let p = if !(a as usize).is_multiple_of(32) {
+                    a
+                } else {
+                    b
+                };
                 Checked.dealloc(p, layout(48, 32));
             }
             "zero-size" => {

@@ -65,7 +65,10 @@ unsafe fn free(p: *mut u8) {
         let (size, inst) = (meta >> 2, meta & 3);
         let c = cookie(p as usize, size, inst);
         let l = Layout::from_size_align(size, 16).unwrap();
-        if std::slice::from_raw_parts(p, size.min(64))[8..].iter().any(|&b| b != c) {
+        if std::slice::from_raw_parts(p, size.min(64))[8..]
+            .iter()
+            .any(|&b| b != c)
+        {
             CORRUPT.fetch_add(1, Ordering::Relaxed);
         }
         match inst {
@@ -115,14 +118,21 @@ fn child_work() -> ! {
     for p in v {
         unsafe { free(p) };
     }
-    let code = if CORRUPT.load(Ordering::Relaxed) == before { 0 } else { 3 };
+    let code = if CORRUPT.load(Ordering::Relaxed) == before {
+        0
+    } else {
+        3
+    };
     unsafe { _exit(code) }
 }
 
 #[test]
 #[ignore = "long-running; see the file header"]
 fn soak() {
-    let secs: u64 = std::env::var("EMMA_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let secs: u64 = std::env::var("EMMA_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut generations, mut forks, mut failed_children) = (0u64, 0u64, 0u64);
     let mut report = Instant::now();
@@ -179,7 +189,12 @@ fn soak() {
         OPS.load(Ordering::Relaxed),
         CORRUPT.load(Ordering::Relaxed)
     );
-    eprintln!("global: {}\nA: {}\nB: {}", GLOBAL.stats(), SoakA.stats(), SoakB.stats());
+    eprintln!(
+        "global: {}\nA: {}\nB: {}",
+        GLOBAL.stats(),
+        SoakA.stats(),
+        SoakB.stats()
+    );
     assert_eq!(CORRUPT.load(Ordering::Relaxed), 0);
     assert_eq!(failed_children, 0);
 }

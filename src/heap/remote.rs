@@ -51,6 +51,10 @@ impl Heap {
             if Heap::is_empty_heap(me) {
                 return Heap::push_remote(owner, b, b);
             }
+            // Busy: a fork between publishing the old batch and starting the
+            // new one must not leave a heap that looks reusable in the child
+            // and would publish the old batch again.
+            (*me).set_busy(true);
             Heap::flush_remote(me);
             let m = &mut *me;
             Block::set_next(b, ptr::null_mut(), (*owner).keys);
@@ -58,6 +62,7 @@ impl Heap {
             m.batch_head = b;
             m.batch_tail = b;
             m.batch_len = 1;
+            (*me).set_busy(false);
         }
     }
 
