@@ -135,8 +135,7 @@ mod checks {
     }
 
     /// Checks a block being popped from `page`'s free list: its successor
-    /// must decode into the page, its canary must be intact. Then clears
-    /// the link word, so a stale link cannot pass for a free block later.
+    /// must decode into the page, its canary must be intact.
     ///
     /// # Safety
     /// `b` was the head of `page.free`; `next` its decoded link.
@@ -161,8 +160,20 @@ mod checks {
                     b.cast(),
                 );
             }
-            b.cast::<usize>().write(0);
         }
+    }
+
+    /// Clears the link word of a block just handed out, so a stale link
+    /// cannot pass for a free block later. Called after the pop committed
+    /// (`page.free` updated): a `fork` in between must not leave a child
+    /// whose free list starts at a block with a cleared link.
+    ///
+    /// # Safety
+    /// `b` was just popped by the caller.
+    #[inline]
+    pub unsafe fn clear_link(b: *mut Block) {
+        // SAFETY: per contract the block is the caller's.
+        unsafe { b.cast::<usize>().write(0) };
     }
 
     fn in_page(p: &Page, addr: usize) -> bool {
@@ -234,6 +245,13 @@ mod checks {
     /// None needed.
     #[inline(always)]
     pub unsafe fn check_pop(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
+
+    /// Nothing to clear without `hardened`.
+    ///
+    /// # Safety
+    /// None needed.
+    #[inline(always)]
+    pub unsafe fn clear_link(_b: *mut Block) {}
 
     /// No check without `hardened`.
     ///

@@ -196,6 +196,7 @@ impl Heap {
             harden::check_pop(page, b, next);
             (*page).free = next;
             (*page).used += 1;
+            harden::clear_link(b);
             b.cast()
         }
     }
