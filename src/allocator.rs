@@ -157,35 +157,20 @@ macro_rules! __emma_allocator_methods {
             // SAFETY: the caller upholds the trait method's contract, which is forwarded.
             unsafe { $crate::__private::allocator::deallocate::<Self>(p, l) }
         }
+        $crate::__emma_allocator_methods!(@resize grow, false, $err);
+        $crate::__emma_allocator_methods!(@resize grow_zeroed, true, $err);
+        $crate::__emma_allocator_methods!(@resize shrink, false, $err);
+    };
+    (@resize $method:ident, $zeroed:literal, $err:path) => {
         #[inline]
-        unsafe fn grow(
+        unsafe fn $method(
             &self,
             p: ::core::ptr::NonNull<u8>,
             old: ::core::alloc::Layout,
             new: ::core::alloc::Layout,
         ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
             // SAFETY: the caller upholds the trait method's contract, which is forwarded.
-            unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, false) }.ok_or($err)
-        }
-        #[inline]
-        unsafe fn grow_zeroed(
-            &self,
-            p: ::core::ptr::NonNull<u8>,
-            old: ::core::alloc::Layout,
-            new: ::core::alloc::Layout,
-        ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
-            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
-            unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, true) }.ok_or($err)
-        }
-        #[inline]
-        unsafe fn shrink(
-            &self,
-            p: ::core::ptr::NonNull<u8>,
-            old: ::core::alloc::Layout,
-            new: ::core::alloc::Layout,
-        ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
-            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
-            unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, false) }.ok_or($err)
+            unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, $zeroed) }.ok_or($err)
         }
     };
 }
