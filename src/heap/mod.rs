@@ -484,22 +484,6 @@ impl Heap {
         Ok(())
     }
 
-    /// Calls `f` for every segment the heap owns.
-    ///
-    /// # Safety
-    /// The calling thread owns `h`, or `h` is quiescent.
-    pub unsafe fn for_each_segment(h: *mut Heap, mut f: impl FnMut(*mut Segment)) {
-        // SAFETY: per contract.
-        unsafe {
-            let mut seg = (*h).segments;
-            while !seg.is_null() {
-                let next = (*seg).next;
-                f(seg);
-                seg = next;
-            }
-        }
-    }
-
     /// Forgets all pages and segments (after teardown unmapped them), keeping
     /// the heap's identity fields.
     ///

@@ -148,9 +148,4 @@ impl Heap {
             bump(&(*h).stats.remote_frees, n);
         }
     }
-
-    /// Whether other threads have sent blocks that are not yet drained.
-    pub fn has_remote(&self) -> bool {
-        !self.remote.load(Ordering::Relaxed).is_null()
-    }
 }
