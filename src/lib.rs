@@ -164,6 +164,20 @@ pub trait InstanceExt: Instance {
         Self::state().store.set_purge_mode(how)
     }
 
+    /// How long memory without live blocks stays committed before it is
+    /// given back to the kernel (default 10 ms; `Duration::ZERO`: at once).
+    /// Memory freed and reused within the delay is not purged and
+    /// refaulted.
+    fn set_purge_delay(self, delay: core::time::Duration) {
+        let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        Self::state().store.set_purge_delay_ns(ns)
+    }
+
+    /// The purge delay in force (see [`InstanceExt::set_purge_delay`]).
+    fn purge_delay(self) -> core::time::Duration {
+        core::time::Duration::from_nanos(Self::state().store.purge_delay_ns())
+    }
+
     /// Unmaps every segment and huge block of the instance, in one go: the
     /// instance returns to its initial state and can be used again from
     /// scratch by any thread. A few KiB of heap metadata stay mapped

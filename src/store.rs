@@ -21,7 +21,7 @@ use crate::sync::{Lock, LockGuard};
 use crate::sys::{Errno, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// Empty small segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 16;
@@ -132,7 +132,16 @@ pub struct SegmentStore {
     lazy_purge: AtomicBool,
     /// A `LimitHook` called when the limit refuses a mapping (null: none).
     limit_hook: AtomicPtr<()>,
+    /// How long free memory stays committed before it is purged, in
+    /// nanoseconds (see [`DEFAULT_PURGE_DELAY_NS`]).
+    purge_delay_ns: AtomicU64,
 }
+
+/// Free memory idle for this long is given back to the kernel: short
+/// enough that RSS follows the program, long enough that memory freed and
+/// reused within a burst is not purged and refaulted (mimalloc's default
+/// is the same 10 ms).
+pub const DEFAULT_PURGE_DELAY_NS: u64 = 10_000_000;
 
 /// Called with `(bytes requested, limit)` when an instance's memory limit
 /// refuses a mapping. It runs on the allocating thread, inside the
@@ -154,7 +163,18 @@ impl SegmentStore {
             limit: AtomicUsize::new(usize::MAX),
             lazy_purge: AtomicBool::new(false),
             limit_hook: AtomicPtr::new(ptr::null_mut()),
+            purge_delay_ns: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
         }
+    }
+
+    /// How long free memory may stay committed before it is purged (ns).
+    pub fn purge_delay_ns(&self) -> u64 {
+        self.purge_delay_ns.load(Ordering::Relaxed)
+    }
+
+    /// Sets the purge delay (ns); 0 purges as soon as memory is free.
+    pub fn set_purge_delay_ns(&self, ns: u64) {
+        self.purge_delay_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Takes the store's lock.

@@ -182,6 +182,23 @@ pub fn gettid() -> u32 {
     unsafe { syscall!(Sysno::gettid) }.unwrap_or(0) as u32
 }
 
+/// Nanoseconds of `CLOCK_MONOTONIC` (`clock_gettime(2)` as a raw syscall:
+/// without libc there is no vDSO fast path, so callers read it on slow
+/// paths only and rate-limit themselves). 0 if the kernel refuses.
+#[allow(dead_code)] // the purge policy's clock; its users land next
+pub fn monotonic_ns() -> u64 {
+    const CLOCK_MONOTONIC: usize = 1;
+    // struct timespec { tv_sec, tv_nsec }
+    let mut ts = [0i64; 2];
+    // SAFETY: `ts` is a writable timespec on our stack.
+    match unsafe { syscall!(Sysno::clock_gettime, CLOCK_MONOTONIC, ts.as_mut_ptr()) } {
+        Ok(_) => (ts[0] as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts[1] as u64),
+        Err(_) => 0,
+    }
+}
+
 /// The calling process's id.
 pub fn getpid() -> u32 {
     // SAFETY: getpid has no arguments and cannot fail.

@@ -137,6 +137,15 @@ pub fn gettid() -> u32 {
     TID.with(|t| *t)
 }
 
+/// Nanoseconds since an arbitrary start, from std's monotonic clock.
+pub fn monotonic_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
 /// A fixed process id.
 pub fn getpid() -> u32 {
     1
