@@ -556,3 +556,58 @@ fn live_figures_can_be_read_during_churn() {
         c.join().unwrap();
     }
 }
+
+// ---- statistics from a limit hook, whatever the refused mapping ------------
+
+emma::emma_instance!(HookedFirst);
+
+fn hooked_first_hook(_requested: usize, _limit: usize) {
+    HookedFirst.print_stats("refused-first-heap");
+}
+
+const HOOK_CHILD_ENV: &str = "EMMA_LIFECYCLE_STATS_HOOK_CHILD";
+
+/// The first allocation of an instance maps its heap metadata; when the
+/// limit refuses that mapping, the limit hook may still read statistics
+/// (which walk the instance's segments under its lock). Run in a child
+/// with a deadline: a hang is the failure this guards against.
+#[test]
+fn limit_hook_can_read_stats_when_heap_metadata_is_refused() {
+    if std::env::var_os(HOOK_CHILD_ENV).is_some() {
+        HookedFirst.set_limit(Some(0));
+        HookedFirst.set_limit_hook(Some(hooked_first_hook));
+        let p = unsafe { HookedFirst.alloc(Layout::from_size_align(64, 8).unwrap()) };
+        assert!(p.is_null());
+        eprintln!("child: allocation refused");
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "limit_hook_can_read_stats_when_heap_metadata_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOOK_CHILD_ENV, "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the limit hook hung reading statistics");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(
+        err.contains("emma instance refused-first-heap") && err.contains("allocation refused"),
+        "{err}"
+    );
+}
