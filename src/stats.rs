@@ -7,6 +7,7 @@
 
 use crate::huge::HugeHeader;
 use crate::instance::InstanceState;
+use crate::segmap::Chunk;
 use crate::segment::{Kind, Page, Segment, SegmentHeader, SLICES};
 use crate::sys;
 use core::fmt;
@@ -107,40 +108,74 @@ impl Stats {
 /// block. Nothing is counted on the allocation and free paths; this walk
 /// is the whole cost, paid by the reader: one pass over the segment map
 /// (64 KiB per 256 GiB of address space in use) and 64 page entries per
-/// segment, under the store's lock.
+/// segment.
 ///
-/// The lock is what keeps the walk safe: segments and huge mappings are
-/// unmapped (and huge headers moved by `mremap`) only with it held, so
-/// every header the map names stays readable. It does not stop owners
-/// from changing their pages: `used`, the slice bitmap and page entries
-/// are written by the owning thread with plain stores, and read here with
-/// volatile loads of aligned words of at most 8 bytes, each a single load
-/// on x86_64 that sees the old or the new value. A page read mid-update
-/// is clamped to its capacity, so a torn read can only misplace blocks of
-/// pages changing during the walk (the bound stated on [`Live`]). Headers
-/// are checked before use: a segment whose header is not yet written
-/// (the map records a fresh mapping just before its header is written)
-/// has a zero `kind` and is skipped.
+/// Headers are read under the store's lock, which keeps them safe to read:
+/// segments and huge mappings are unmapped (and huge headers moved by
+/// `mremap`) only with it held, and a chunk still recorded as a header
+/// under the lock is mapped. The map itself is scanned without the lock
+/// (its leaves live as long as the instance), a batch of headers at a time,
+/// each re-checked under the lock, so the lock is held only while headers
+/// are read.
+///
+/// The lock does not stop owners from changing their pages: `used`, the
+/// slice bitmap and page entries are written by the owning thread with
+/// plain stores, and read here with volatile loads of aligned words of at
+/// most 8 bytes, each a single load on x86_64 that sees the old or the new
+/// value. A page read mid-update is clamped to its capacity, so a torn read
+/// can only misplace blocks of pages changing during the walk (the bound
+/// stated on [`Live`]). A segment whose header is not written yet (the map
+/// records a fresh mapping just before) has a zero `kind` and is skipped.
 ///
 /// Must not be called with the store's lock held by the calling thread.
 pub(crate) fn live_of(st: &InstanceState) -> Live {
+    const BATCH: usize = 64;
     let mut live = Live::default();
-    let _g = st.store.lock();
-    st.store.segmap.scan_headers(0, |base| {
-        let h = base as *const SegmentHeader;
-        // SAFETY: a header chunk of the map is a mapping of ours, kept
-        // mapped by the lock; `kind` is an aligned u32.
-        let kind = unsafe { racy(ptr::addr_of!((*h).kind)) };
-        if kind == Kind::Small as u32 {
-            // SAFETY: a small segment's metadata slice is mapped with it.
-            unsafe { add_segment(&mut live, base as *const Segment) };
-        } else if kind == Kind::Huge as u32 {
-            // SAFETY: a huge mapping starts with its header page.
-            unsafe { add_huge(&mut live, base as *const HugeHeader) };
+    let mut from = 0;
+    loop {
+        let mut batch = [0usize; BATCH];
+        let mut n = 0;
+        let mut resume = None;
+        st.store.segmap.scan_headers(from, |base| {
+            if n == BATCH {
+                resume = Some(base);
+                return false;
+            }
+            batch[n] = base;
+            n += 1;
+            true
+        });
+        let _g = st.store.lock();
+        for &base in &batch[..n] {
+            if st.store.segmap.get(base) == Chunk::Header {
+                // SAFETY: recorded as a header under the lock: mapped, and
+                // kept mapped while we hold it.
+                unsafe { add_mapping(&mut live, base) };
+            }
         }
-        true
-    });
-    live
+        match resume {
+            Some(next) => from = next,
+            None => return live,
+        }
+    }
+}
+
+/// Adds the live blocks of the small segment or huge mapping at `base`.
+///
+/// # Safety
+/// `base` starts a mapping of the instance that stays mapped during the
+/// call.
+unsafe fn add_mapping(live: &mut Live, base: usize) {
+    let h = base as *const SegmentHeader;
+    // SAFETY: per contract; `kind` is an aligned u32.
+    let kind = unsafe { racy(ptr::addr_of!((*h).kind)) };
+    if kind == Kind::Small as u32 {
+        // SAFETY: a small segment's metadata slice is mapped with it.
+        unsafe { add_segment(live, base as *const Segment) };
+    } else if kind == Kind::Huge as u32 {
+        // SAFETY: a huge mapping starts with its header page.
+        unsafe { add_huge(live, base as *const HugeHeader) };
+    }
 }
 
 /// Adds the live blocks of the pages in use of small segment `seg`.
