@@ -131,11 +131,12 @@ pub extern "C" fn malloc_stats() {
     Malloc.print_stats("libemma.so");
 }
 
-/// The purge delay of start-up, restored by `mallopt(M_DECAY_TIME, 1)`.
+/// The purge delay in force after start-up, restored by
+/// `mallopt(M_DECAY_TIME, 1)` (the current one if start-up did not run).
 fn startup_delay() -> Duration {
     crate::options::saved()
         .and_then(|o| o.purge_delay_ms)
-        .map_or(Duration::from_millis(10), Duration::from_millis)
+        .map_or(Malloc.purge_delay(), Duration::from_millis)
 }
 
 /// `mallopt(param, value)`: see the module docs.

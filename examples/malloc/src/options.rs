@@ -31,7 +31,8 @@ const MAX_WARNINGS: usize = 16;
 pub struct Options {
     /// `EMMA_PURGE`.
     pub purge: Option<Purge>,
-    /// `EMMA_PURGE_DELAY`, in milliseconds.
+    /// `EMMA_PURGE_DELAY`, in milliseconds (in the saved copy: the delay
+    /// in force after start-up).
     pub purge_delay_ms: Option<u64>,
     /// `EMMA_LIMIT`, in bytes.
     pub limit: Option<usize>,
@@ -147,9 +148,12 @@ impl Options {
         if self.verbose {
             self.print();
         }
+        // Kept for `mallopt(M_DECAY_TIME, 1)`, which restores it.
+        let mut saved = *self;
+        saved.purge_delay_ms = u64::try_from(Malloc.purge_delay().as_millis()).ok();
         // SAFETY: the loader runs initialisers on one thread, before any
-        // thread of the program exists; `at_exit` reads only after this.
-        unsafe { *SAVED.0.get() = *self };
+        // thread of the program exists; readers come only after this.
+        unsafe { *SAVED.0.get() = saved };
         SAVED_READY.store(true, Ordering::Release);
     }
 
