@@ -22,9 +22,11 @@ use core::sync::atomic::Ordering;
 ///
 /// Bound: a block freed by a thread other than the one that allocated it
 /// still counts until its owner collects it (on the owner's next
-/// allocation slow path or `trim`); until then it is in the freeing
-/// thread's batch of remote frees or in the owner's inbox. When no thread
-/// is inside the instance the figures are exact apart from those blocks.
+/// allocation slow path or `trim`; for the heap of a thread that has
+/// exited, when a new thread inherits it or, with `tls`, at any thread's
+/// `trim`); until then it is in the freeing thread's batch of remote frees
+/// or in the owner's inbox. When no thread is inside the instance the
+/// figures are exact apart from those blocks.
 /// While other threads allocate and free, the figures are a racy snapshot:
 /// pages being changed during the read may be counted before or after the
 /// change.
