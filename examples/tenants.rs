@@ -159,6 +159,19 @@ fn main() {
     ] {
         println!("tenant {tenant}: {n} records verified");
     }
+    // What each tenant holds right now, in bytes of live blocks: the
+    // figure to bill a tenant for, or to compare against its cap.
+    for (tenant, live) in [
+        ('A', TenantA.stats().live),
+        ('B', TenantB.stats().live),
+        ('C', TenantC.stats().live),
+    ] {
+        println!(
+            "tenant {tenant}: {} live blocks, {} KiB",
+            live.blocks,
+            live.bytes / 1024
+        );
+    }
 
     // Tenant B leaves. Its memory goes back in one call while tenant A
     // keeps working on another thread.
@@ -178,7 +191,13 @@ fn main() {
     std::mem::forget(std::mem::take(&mut b));
     // SAFETY: no block of tenant B is used any more, and no thread is
     // allocating from it.
-    unsafe { TenantB.teardown() };
+    let leaked = unsafe { TenantB.teardown() };
+    // Blocks B never freed: all of its records, which we forgot on purpose.
+    println!(
+        "tenant B torn down with {} blocks ({} KiB) still live",
+        leaked.blocks,
+        leaked.bytes / 1024
+    );
     wait_for(&stored, stored.load(Ordering::Relaxed) + 100);
     stop.store(true, Ordering::Relaxed);
     busy_a.join().unwrap();

@@ -315,32 +315,34 @@ impl InstanceState {
 
     fn new_heap(&self, tid: u32) -> Option<*mut Heap> {
         let size = core::mem::size_of::<Heap>().next_multiple_of(64);
-        let mem = {
+        let mem = loop {
+            if let Some(m) = self.arena_bump(size) {
+                break m;
+            }
+            // The arena is full: map a chunk without holding the lock, as
+            // a refusal calls the limit hook, which may read statistics
+            // (and they take the lock).
+            self.store.charge(ARENA_CHUNK).ok()?;
+            let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
+                self.store.uncharge(ARENA_CHUNK);
+                return None;
+            };
+            self.store.note_peak();
+            self.store.commit(ARENA_CHUNK);
+            self.store
+                .stats
+                .meta
+                .fetch_add(ARENA_CHUNK, Ordering::Relaxed);
             let _g = self.store.lock();
             // SAFETY: lock held.
             let a = unsafe { &mut *self.arena.get() };
-            if a.end - a.cur < size {
-                self.store.charge(ARENA_CHUNK).ok()?;
-                let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
-                    self.store.uncharge(ARENA_CHUNK);
-                    return None;
-                };
-                let c = chunk.as_ptr();
-                // SAFETY: fresh chunk; its first word links the chunk list.
-                unsafe { c.cast::<*mut u8>().write(a.chunks) };
-                a.chunks = c;
-                self.store.note_peak();
-                self.store.commit(ARENA_CHUNK);
-                self.store
-                    .stats
-                    .meta
-                    .fetch_add(ARENA_CHUNK, Ordering::Relaxed);
-                a.cur = c as usize + 64;
-                a.end = c as usize + ARENA_CHUNK;
-            }
-            let m = a.cur;
-            a.cur += size;
-            m as *mut Heap
+            let c = chunk.as_ptr();
+            // SAFETY: fresh chunk; its first word links the chunk list. A
+            // chunk another thread added meanwhile keeps its unused rest.
+            unsafe { c.cast::<*mut u8>().write(a.chunks) };
+            a.chunks = c;
+            a.cur = c as usize + 64;
+            a.end = c as usize + ARENA_CHUNK;
         };
         // SAFETY: `mem` is fresh arena memory of the right size and alignment.
         unsafe {
@@ -363,6 +365,20 @@ impl InstanceState {
         }
         self.heap_count.fetch_add(1, Ordering::Relaxed);
         Some(mem)
+    }
+
+    /// Carves `size` bytes of heap metadata from the arena's current
+    /// chunk, if it has room.
+    fn arena_bump(&self, size: usize) -> Option<*mut Heap> {
+        let _g = self.store.lock();
+        // SAFETY: lock held.
+        let a = unsafe { &mut *self.arena.get() };
+        if a.end - a.cur < size {
+            return None;
+        }
+        let m = a.cur;
+        a.cur += size;
+        Some(m as *mut Heap)
     }
 
     /// Number of heaps the instance has made.

@@ -96,7 +96,7 @@ mod tests;
 pub use api::Instance;
 pub use os::Purge;
 pub use size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
-pub use stats::Stats;
+pub use stats::{Live, Stats};
 pub use store::LimitHook;
 
 use core::alloc::Layout;
@@ -115,7 +115,9 @@ pub trait InstanceExt: Instance {
         api::owns::<Self>(p)
     }
 
-    /// A snapshot of the instance's statistics.
+    /// A snapshot of the instance's statistics. Reading it walks the
+    /// instance's segments under its lock to count live blocks (see
+    /// [`Live`]): cheap enough to call often, not free.
     fn stats(self) -> Stats {
         Stats::of(Self::state())
     }
@@ -183,31 +185,41 @@ pub trait InstanceExt: Instance {
     /// scratch by any thread. A few KiB of heap metadata stay mapped
     /// (see [`InstanceExt::release_all`] to unmap those too).
     ///
+    /// Returns what was still live just before: the blocks nobody freed
+    /// (a leak count for plugin hosts). Blocks freed by a thread other than
+    /// their owner whose owner has not collected them yet count as live
+    /// (see [`Live`]); have each thread call [`InstanceExt::trim`] first for
+    /// an exact count.
+    ///
     /// # Safety
     /// Every block of this instance is dead: none may be read, written,
     /// freed or reallocated afterwards (collections holding them must be
     /// leaked, e.g. with `mem::forget`). No other thread may be inside the
     /// instance during the call.
-    unsafe fn teardown(self) {
+    unsafe fn teardown(self) -> Live {
+        let live = stats::live_of(Self::state());
         // SAFETY: forwarded contract.
-        unsafe { Self::state().teardown() }
+        unsafe { Self::state().teardown() };
+        live
     }
 
     /// [`InstanceExt::teardown`], and also unmaps the heap metadata and
     /// segment map: the instance holds no mapping at all afterwards. For
-    /// unloading a plugin.
+    /// unloading a plugin. Returns what was still live, as `teardown` does.
     ///
     /// # Safety
     /// As for `teardown`; in addition no thread that has used the instance
     /// may use it again.
-    unsafe fn release_all(self) {
+    unsafe fn release_all(self) -> Live {
+        let live = stats::live_of(Self::state());
         // SAFETY: forwarded contract.
-        unsafe { Self::state().release_all() }
+        unsafe { Self::state().release_all() };
+        live
     }
 
     /// Writes the instance's statistics as a small table to stderr, with a
     /// raw `write(2)`: no allocation, usable in `no_std` programs and from
-    /// inside a failing allocation.
+    /// inside a failing allocation (a limit hook).
     fn print_stats(self, name: &str) {
         self.stats().print(name)
     }

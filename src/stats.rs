@@ -1,21 +1,56 @@
-//! Statistics of one instance, read without a lock and without allocating.
+//! Statistics of one instance, read without allocating.
+//!
+//! Mapping counters are atomics kept by the store. Live blocks and bytes are
+//! not counted on the fast paths at all: [`live_of`] computes them when
+//! statistics are read, by walking the instance's segments (see its docs
+//! for what it costs and how exact it is).
 
+use crate::huge::HugeHeader;
 use crate::instance::InstanceState;
+use crate::segmap::Chunk;
+use crate::segment::{Kind, Page, Segment, SegmentHeader, SLICES};
 use crate::sys;
 use core::fmt;
+use core::ptr;
 use core::sync::atomic::Ordering;
+
+/// Blocks handed out and not yet freed, and their usable bytes.
+///
+/// `bytes` counts each block at its usable size (what `malloc_usable_size`
+/// reports: the size class for small blocks, the rest of the mapping for
+/// huge ones), so it is at least the sum of the sizes requested.
+///
+/// Bound: a block freed by a thread other than the one that allocated it
+/// still counts until its owner collects it (on the owner's next
+/// allocation slow path or `trim`; for the heap of a thread that has
+/// exited, when a new thread inherits it or, with `tls`, at any thread's
+/// `trim`); until then it is in the freeing thread's batch of remote frees
+/// or in the owner's inbox. When no thread is inside the instance the
+/// figures are exact apart from those blocks.
+/// While other threads allocate and free, the figures are a racy snapshot:
+/// pages being changed during the read may be counted before or after the
+/// change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Live blocks.
+    pub blocks: usize,
+    /// Usable bytes of the live blocks.
+    pub bytes: usize,
+}
 
 /// A snapshot of one instance's counters.
 ///
 /// Mapping figures (`mapped`, `peak_mapped`, `segments`, `huge_*`,
 /// `meta`, `purged`, `failures`) are exact. `committed` is exact at 64 KiB
-/// granularity for small segments. Per-heap figures (`pages`,
-/// `remote_frees`) are written by each heap's owner and read racily, so
-/// under concurrent activity they may lag a little. emma does not count
-/// individual allocations: that would cost the fast path instructions; use
-/// `committed` and the process's RSS for memory in use.
+/// granularity for small segments. `live` is computed from the pages'
+/// block counts when the snapshot is taken, within the bound stated on
+/// [`Live`]. Per-heap figures (`pages`, `remote_frees`) are written by each
+/// heap's owner and read racily, so under concurrent activity they may lag
+/// a little.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Live blocks and their usable bytes (small and huge).
+    pub live: Live,
     /// Bytes currently mapped (segments, huge blocks, heap metadata).
     pub mapped: usize,
     /// The most bytes ever mapped at once.
@@ -44,8 +79,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Reads the counters of `st`.
-    pub fn of(st: &InstanceState) -> Stats {
+    /// Reads the counters of `st` (the public way is
+    /// [`InstanceExt::stats`](crate::InstanceExt::stats)).
+    pub(crate) fn of(st: &InstanceState) -> Stats {
         let s = &st.store.stats;
         let mut out = Stats {
             mapped: s.mapped.load(Ordering::Relaxed),
@@ -58,6 +94,7 @@ impl Stats {
             heaps: st.heap_count(),
             purged: s.purged.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
+            live: live_of(st),
             ..Stats::default()
         };
         st.for_each_heap(|h| {
@@ -66,6 +103,141 @@ impl Stats {
         });
         out
     }
+}
+
+/// Counts the live blocks of `st`: the `used` count of every page in use
+/// of every small segment, times its block size, plus every live huge
+/// block. Nothing is counted on the allocation and free paths; this walk
+/// is the whole cost, paid by the reader: one pass over the segment map
+/// (64 KiB per 256 GiB of address space in use) and 64 page entries per
+/// segment.
+///
+/// Headers are read under the store's lock, which keeps them safe to read:
+/// segments and huge mappings are unmapped (and huge headers moved by
+/// `mremap`) only with it held, and a chunk still recorded as a header
+/// under the lock is mapped. The map itself is scanned without the lock
+/// (its leaves live as long as the instance), a batch of headers at a time,
+/// each re-checked under the lock, so the lock is held only while headers
+/// are read.
+///
+/// The lock does not stop owners from changing their pages: `used`, the
+/// slice bitmap and page entries are written by the owning thread with
+/// plain stores, and read here with volatile loads of aligned words of at
+/// most 8 bytes, each a single load on x86_64 that sees the old or the new
+/// value. A page read mid-update is clamped to its capacity, so a torn read
+/// can only misplace blocks of pages changing during the walk (the bound
+/// stated on [`Live`]). A segment whose header is not written yet (the map
+/// records a fresh mapping just before) has a zero `kind` and is skipped.
+///
+/// Must not be called with the store's lock held by the calling thread.
+pub(crate) fn live_of(st: &InstanceState) -> Live {
+    const BATCH: usize = 64;
+    let mut live = Live::default();
+    let mut from = 0;
+    loop {
+        let mut batch = [0usize; BATCH];
+        let mut n = 0;
+        let mut resume = None;
+        st.store.segmap.scan_headers(from, |base| {
+            if n == BATCH {
+                resume = Some(base);
+                return false;
+            }
+            batch[n] = base;
+            n += 1;
+            true
+        });
+        let _g = st.store.lock();
+        for &base in &batch[..n] {
+            if st.store.segmap.get(base) == Chunk::Header {
+                // SAFETY: recorded as a header under the lock: mapped, and
+                // kept mapped while we hold it.
+                unsafe { add_mapping(&mut live, base) };
+            }
+        }
+        match resume {
+            Some(next) => from = next,
+            None => return live,
+        }
+    }
+}
+
+/// Adds the live blocks of the small segment or huge mapping at `base`.
+///
+/// # Safety
+/// `base` starts a mapping of the instance that stays mapped during the
+/// call.
+unsafe fn add_mapping(live: &mut Live, base: usize) {
+    let h = base as *const SegmentHeader;
+    // SAFETY: per contract; `kind` is an aligned u32.
+    let kind = unsafe { racy(ptr::addr_of!((*h).kind)) };
+    if kind == Kind::Small as u32 {
+        // SAFETY: a small segment's metadata slice is mapped with it.
+        unsafe { add_segment(live, base as *const Segment) };
+    } else if kind == Kind::Huge as u32 {
+        // SAFETY: a huge mapping starts with its header page.
+        unsafe { add_huge(live, base as *const HugeHeader) };
+    }
+}
+
+/// Adds the live blocks of the pages in use of small segment `seg`.
+///
+/// # Safety
+/// `seg` is a mapped small segment that stays mapped during the call.
+unsafe fn add_segment(live: &mut Live, seg: *const Segment) {
+    // SAFETY: per contract; aligned word-sized fields (see `live_of`).
+    unsafe {
+        let free = racy(ptr::addr_of!((*seg).free_slices));
+        for i in 1..SLICES {
+            if free & (1 << i) != 0 {
+                continue;
+            }
+            let page = ptr::addr_of!((*seg).pages[i]);
+            let flags = racy(ptr::addr_of!((*page).flags));
+            let slices = racy(ptr::addr_of!((*page).slice_count));
+            if flags & Page::NOT_HEAD != 0 || slices == 0 {
+                continue;
+            }
+            let used = racy(ptr::addr_of!((*page).used));
+            let capacity = racy(ptr::addr_of!((*page).capacity));
+            let size = racy(ptr::addr_of!((*page).block_size)) as usize;
+            let used = used.min(capacity) as usize;
+            live.blocks += used;
+            live.bytes += used * size;
+        }
+    }
+}
+
+/// Adds huge mapping `h` if it holds a live block (cached mappings do
+/// not), at its usable size.
+///
+/// # Safety
+/// `h` is a mapped huge header that stays mapped during the call.
+unsafe fn add_huge(live: &mut Live, h: *const HugeHeader) {
+    // SAFETY: per contract; `live` is atomic, the others aligned words.
+    unsafe {
+        if !(*h).live.load(Ordering::Relaxed) {
+            return;
+        }
+        let len = racy(ptr::addr_of!((*h).map_len));
+        let off = (racy(ptr::addr_of!((*h).block)) as usize).wrapping_sub(h as usize);
+        // A header being written may show a block outside its mapping.
+        if off < len {
+            live.blocks += 1;
+            live.bytes += len - off;
+        }
+    }
+}
+
+/// A volatile read of a field another thread may be writing (see
+/// [`live_of`] for why that is tolerated).
+///
+/// # Safety
+/// `p` is aligned and points into mapped memory.
+#[inline(always)]
+unsafe fn racy<T: Copy>(p: *const T) -> T {
+    // SAFETY: per contract.
+    unsafe { ptr::read_volatile(p) }
 }
 
 impl Stats {
@@ -96,6 +268,12 @@ impl fmt::Display for MiB {
 impl fmt::Display for Stats {
     /// A small two-column table, one figure a line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  live          {}   ({} blocks)",
+            mib(self.live.bytes),
+            self.live.blocks
+        )?;
         writeln!(
             f,
             "  mapped        {}   (peak {})",

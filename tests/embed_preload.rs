@@ -1,12 +1,16 @@
-//! emma as the malloc of programs nobody on the team wrote: the `preload`
-//! example (`examples/preload.rs`, exporting `malloc`, `free`, … under
-//! their plain names) is `LD_PRELOAD`ed into python3, a multi-threaded
-//! C++ program, gcc compiling a big file, and git, and their output must
-//! be the same as with glibc's malloc.
+//! emma as the malloc of programs nobody on the team wrote: `libemma.so`
+//! (the `emma-malloc` package in `examples/malloc/`, exporting `malloc`,
+//! `free`, …, glibc's introspection functions and C++'s operators under
+//! their plain names) is `LD_PRELOAD`ed into python3, a multi-threaded C++
+//! program, gcc compiling a big file, and git, and their output must be
+//! the same as with glibc's malloc. Further cases: every `EMMA_*` option at
+//! once, statistics to a file from a program that closed stderr, glibc's
+//! introspection functions checked against what a C program allocated, and
+//! every form of C++'s `operator new`/`delete`.
 //!
-//! Proof that emma, not glibc, served the allocations: the library prints
-//! one statistics line per process at exit when `EMMA_PRELOAD_STATS=1`
-//! (heaps made, bytes mapped), which the tests parse; the python test also
+//! Proof that emma, not glibc, served the allocations: the library writes
+//! one statistics line per process at exit with `EMMA_STATS=1` (heaps made,
+//! bytes mapped, live bytes), which the tests parse; the python test also
 //! asks the library, through ctypes, whether blocks python got from
 //! `malloc` belong to emma.
 
@@ -15,24 +19,110 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use util::*;
 
-/// The preload library, built with this test's profile and features.
-fn preload() -> PathBuf {
-    example_cdylib("preload")
+/// The package's features matching this test's emma features.
+fn malloc_features() -> String {
+    let mut f = Vec::new();
+    for (on, name) in [
+        (cfg!(feature = "tls"), "tls"),
+        (cfg!(feature = "boundary-checks"), "boundary-checks"),
+        (cfg!(feature = "hardened"), "hardened"),
+    ] {
+        if on {
+            f.push(name);
+        }
+    }
+    f.join(",")
 }
 
-/// `cmd` with emma preloaded and its exit statistics requested.
-fn preloaded(mut cmd: Command) -> Command {
-    cmd.env("LD_PRELOAD", preload())
-        .env("EMMA_PRELOAD_STATS", "1");
+/// `libemma.so`, built with this test's profile and features into a
+/// target directory of its own.
+fn preload() -> PathBuf {
+    static SO: OnceLock<PathBuf> = OnceLock::new();
+    SO.get_or_init(|| {
+        let (profile, dir) = profile();
+        let target = embed_dir().join("malloc");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root())
+            .env("CARGO_TERM_COLOR", "never")
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                &profile,
+                "-p",
+                "emma-malloc",
+            ])
+            .arg("--target-dir")
+            .arg(&target);
+        let f = malloc_features();
+        if !f.is_empty() {
+            cmd.args(["--features", &f]);
+        }
+        run_ok(&mut cmd);
+        let so = target.join(dir).join("libemma.so");
+        assert!(so.exists(), "{} missing after the build", so.display());
+        so
+    })
+    .clone()
+}
+
+/// `cmd` with emma preloaded, default options, and its exit statistics
+/// requested on stderr.
+fn preloaded_defaults(mut cmd: Command) -> Command {
+    cmd.env("LD_PRELOAD", preload()).env("EMMA_STATS", "1");
     cmd
 }
 
-/// One `emma-preload: pid=… heaps=… mapped=… peak_mapped=…` line.
+/// Where `preloaded` has the statistics written (`%p`: the process id).
+fn stats_dir() -> PathBuf {
+    let d = embed_dir().join("stats");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `cmd` with emma preloaded and every option set: the purge mode that is
+/// not the default, purging at once (the most purge traffic), a limit the
+/// programs stay under, statistics to stderr and to a file, verbose start.
+fn preloaded(cmd: Command) -> Command {
+    let mut cmd = preloaded_defaults(cmd);
+    cmd.env("EMMA_PURGE", "free")
+        .env("EMMA_PURGE_DELAY", "0")
+        .env("EMMA_LIMIT", "8g")
+        .env("EMMA_STATS_FILE", stats_dir().join("run.%p"))
+        .env("EMMA_VERBOSE", "1");
+    cmd
+}
+
+/// Checks that each process of a `preloaded` run wrote its statistics
+/// line to its file too, and announced its options.
+fn check_stats_files(stderr: &[u8]) {
+    let text = String::from_utf8_lossy(stderr);
+    let lines = stats_lines(stderr);
+    let starts = text.matches("emma: libemma.so loaded").count();
+    assert!(starts >= lines.len(), "no verbose start-up line:\n{text}");
+    for l in &lines {
+        let file = stats_dir().join(format!("run.{}", l.pid));
+        let written =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(
+            written.contains(&format!("emma: pid={} ", l.pid)),
+            "{}: {written}",
+            file.display()
+        );
+    }
+}
+
+/// One `emma: pid=… live_bytes=… heaps=… mapped=… peak_mapped=…` line.
 #[derive(Debug)]
 struct StatsLine {
+    pid: usize,
+    live_bytes: usize,
+    live_blocks: usize,
     heaps: usize,
+    mapped: usize,
     peak_mapped: usize,
 }
 
@@ -46,9 +136,13 @@ fn stats_lines(stderr: &[u8]) -> Vec<StatsLine> {
     };
     String::from_utf8_lossy(stderr)
         .lines()
-        .filter(|l| l.starts_with("emma-preload: "))
+        .filter(|l| l.starts_with("emma: pid="))
         .map(|l| StatsLine {
+            pid: field(l, "pid"),
+            live_bytes: field(l, "live_bytes"),
+            live_blocks: field(l, "live_blocks"),
             heaps: field(l, "heaps"),
+            mapped: field(l, "mapped"),
             peak_mapped: field(l, "peak_mapped"),
         })
         .collect()
@@ -72,11 +166,13 @@ fn same_with_and_without(make: impl Fn() -> Command) -> Output {
         "{cmd:?}: no emma statistics line, was emma loaded?\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    check_stats_files(&out.stderr);
     out
 }
 
-/// The library exports the whole malloc family under the plain names,
-/// and its two query functions; nothing else.
+/// The library exports the whole malloc family, glibc's introspection
+/// functions, every C++ operator new/delete, and its three query
+/// functions under their plain names; nothing else.
 #[test]
 fn preload_exports_the_malloc_family() {
     let out = run_ok(
@@ -90,10 +186,9 @@ fn preload_exports_the_malloc_family() {
         .collect();
     names.sort();
     let mut want = vec![
+        // C
         "aligned_alloc",
         "calloc",
-        "emma_preload_mapped",
-        "emma_preload_owns",
         "free",
         "malloc",
         "malloc_usable_size",
@@ -103,6 +198,40 @@ fn preload_exports_the_malloc_family() {
         "realloc",
         "reallocarray",
         "valloc",
+        // glibc introspection
+        "mallinfo",
+        "mallinfo2",
+        "malloc_info",
+        "malloc_stats",
+        "malloc_trim",
+        "mallopt",
+        // emma's queries
+        "emma_live_bytes",
+        "emma_mapped",
+        "emma_owns",
+        // C++ new: plain, nothrow, aligned, aligned nothrow; scalar and array
+        "_Znwm",
+        "_Znam",
+        "_ZnwmRKSt9nothrow_t",
+        "_ZnamRKSt9nothrow_t",
+        "_ZnwmSt11align_val_t",
+        "_ZnamSt11align_val_t",
+        "_ZnwmSt11align_val_tRKSt9nothrow_t",
+        "_ZnamSt11align_val_tRKSt9nothrow_t",
+        // C++ delete: plain, nothrow, sized, aligned, aligned nothrow,
+        // sized aligned; scalar and array
+        "_ZdlPv",
+        "_ZdaPv",
+        "_ZdlPvRKSt9nothrow_t",
+        "_ZdaPvRKSt9nothrow_t",
+        "_ZdlPvm",
+        "_ZdaPvm",
+        "_ZdlPvSt11align_val_t",
+        "_ZdaPvSt11align_val_t",
+        "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+        "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+        "_ZdlPvmSt11align_val_t",
+        "_ZdaPvmSt11align_val_t",
     ];
     want.sort();
     assert_eq!(names, want, "nm -D --defined-only:\n{out}");
@@ -123,11 +252,13 @@ fn preload_c_contract() {
             "-DCHECK_ERRNO",
         ],
     );
-    let mut cmd = preloaded(Command::new(&exe));
+    let mut cmd = preloaded_defaults(Command::new(&exe));
     let out = run(&mut cmd);
     check_status(&cmd, &out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("c_contract: OK"));
-    assert_eq!(stats_lines(&out.stderr).len(), 1);
+    let stats = stats_lines(&out.stderr);
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert!(stats[0].mapped > 0 && stats[0].live_blocks > 0, "{stats:?}");
 }
 
 /// The real python3 binary (not a version manager's shell shim).
@@ -248,6 +379,7 @@ fn preload_gcc_big_compile() {
         .arg(obj("emma.o"));
     let out = run(&mut cmd);
     check_status(&cmd, &out);
+    check_stats_files(&out.stderr);
     let a = std::fs::read(obj("glibc.o")).unwrap();
     let b = std::fs::read(obj("emma.o")).unwrap();
     assert!(
@@ -351,6 +483,7 @@ fn preload_git() {
             if emma {
                 let stats = stats_lines(&out.stderr);
                 assert!(!stats.is_empty(), "git {args:?}: no emma statistics");
+                check_stats_files(&out.stderr);
                 heaps = heaps.max(stats.iter().map(|s| s.heaps).max().unwrap());
             }
             got.push(String::from_utf8_lossy(&out.stdout).into_owned());
@@ -371,4 +504,157 @@ fn preload_git() {
     assert!(outputs[1][2].lines().count() > 400, "git log too short");
     // `git gc` packs with two threads.
     assert!(heaps >= 2, "no multi-threaded git process seen");
+}
+
+/// The introspection program, built once.
+fn introspect() -> PathBuf {
+    compile(
+        "gcc",
+        &["introspect.c"],
+        "introspect",
+        &["-O1", "-fno-builtin", "-Wall"],
+    )
+}
+
+/// glibc's introspection functions answer with emma's figures: mallinfo2
+/// and mallinfo follow 10 MiB of 1 KiB blocks and a huge block (within the
+/// slack the program states), malloc_trim reports whether it released
+/// memory, malloc_info writes emma's XML, mallopt takes the options that
+/// map to emma's and refuses glibc's, malloc_stats prints emma's table.
+#[test]
+fn preload_introspection() {
+    let mut cmd = preloaded_defaults(Command::new(introspect()));
+    cmd.arg("all");
+    let out = run(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    check_status(&cmd, &out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("introspect: OK"),
+        "{err}"
+    );
+    assert!(
+        err.contains("emma instance libemma.so\n  live "),
+        "no malloc_stats table:\n{err}"
+    );
+    assert_eq!(stats_lines(&out.stderr).len(), 1, "{err}");
+}
+
+/// Every option at once, on a program that checks the limit: the limit
+/// refuses a 300 MiB block with ENOMEM, the start-up line shows each
+/// option in force, an unknown `EMMA_*` variable is warned about, and the
+/// statistics reach both stderr and the file.
+#[test]
+fn preload_every_option_at_once() {
+    let mut cmd = preloaded(Command::new(introspect()));
+    cmd.args(["limit", "300"])
+        .env("EMMA_LIMIT", "256m")
+        .env("EMMA_NOT_AN_OPTION", "1");
+    let out = run(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    check_status(&cmd, &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("introspect: OK"));
+    let file = stats_dir().join("run.%p");
+    let start = format!(
+        "purge MADV_FREE after 0 ms, limit {} bytes, stats at exit: stderr yes, file {}\n",
+        256 << 20,
+        file.display()
+    );
+    assert!(err.contains(&start), "expected {start:?} in\n{err}");
+    assert!(
+        err.contains("emma: EMMA_NOT_AN_OPTION=1: unknown variable, ignored"),
+        "{err}"
+    );
+    let stats = stats_lines(&out.stderr);
+    assert_eq!(stats.len(), 1, "{err}");
+    assert!(
+        err.contains(" failures=1\n"),
+        "the refusal is counted:\n{err}"
+    );
+    check_stats_files(&out.stderr);
+
+    // Values that cannot be used are warned about even without verbose
+    // mode (unknown variables are not), and ignored.
+    let mut cmd = preloaded_defaults(Command::new(introspect()));
+    cmd.args(["limit", "300"])
+        .env("EMMA_LIMIT", "lots")
+        .env("EMMA_PURGE", "sometimes")
+        .env("EMMA_NOT_AN_OPTION", "1");
+    let out = run(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "no limit should be in force:\n{err}");
+    for w in [
+        "emma: EMMA_LIMIT=lots: value not understood, ignored",
+        "emma: EMMA_PURGE=sometimes: value not understood, ignored",
+    ] {
+        assert!(err.contains(w), "no {w:?} in\n{err}");
+    }
+    assert!(!err.contains("EMMA_NOT_AN_OPTION"), "{err}");
+}
+
+/// Programs that close stderr before exiting (coreutils do) still report,
+/// through `EMMA_STATS_FILE`: a C program that closes fd 2, and `ls`.
+#[test]
+fn preload_stats_file_when_stderr_is_closed() {
+    let dir = stats_dir();
+    for (name, mut cmd) in [
+        ("closer", Command::new(introspect())),
+        ("ls", Command::new("ls")),
+    ] {
+        let pattern = dir.join(format!("{name}.%p"));
+        cmd.arg(if name == "ls" { "/" } else { "close-stderr" })
+            .env("LD_PRELOAD", preload())
+            .env("EMMA_STATS", "1")
+            .env("EMMA_STATS_FILE", &pattern)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        check_status(&cmd, &out);
+        let file = dir.join(format!("{name}.{pid}"));
+        let text =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let stats = stats_lines(text.as_bytes());
+        assert_eq!(stats.len(), 1, "{text}");
+        assert_eq!(stats[0].pid, pid as usize);
+        if name == "closer" {
+            // The program leaked 1000 blocks of 100 bytes (112 usable).
+            assert!(
+                stats[0].live_blocks >= 1000 && stats[0].live_bytes >= 112_000,
+                "{stats:?}"
+            );
+        }
+    }
+}
+
+/// Every form of C++'s operator new and delete resolves to libemma.so and
+/// works (alignment, nothrow null on failure); the throwing form aborts
+/// with a message when memory runs out.
+#[test]
+fn preload_cxx_operators() {
+    assert!(have("g++"), "g++ is needed for this test");
+    let exe = compile(
+        "g++",
+        &["cxx_ops.cpp"],
+        "cxx_ops",
+        &["-O1", "-std=c++17", "-Wall", "-ldl"],
+    );
+    let mut cmd = preloaded_defaults(Command::new(&exe));
+    let out = run(&mut cmd);
+    check_status(&cmd, &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cxx_ops: OK"));
+
+    let mut cmd = preloaded_defaults(Command::new(&exe));
+    cmd.arg("oom");
+    let out = run(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(6), "SIGABRT expected:\n{err}");
+    assert!(
+        err.contains(&format!(
+            "emma: out of memory in operator new ({} bytes)",
+            usize::MAX / 2
+        )),
+        "{err}"
+    );
 }

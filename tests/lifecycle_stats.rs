@@ -1,7 +1,9 @@
 //! Instance statistics: independent per instance, moving with small and
 //! huge allocations and back after frees and `trim`, shown by `Display`,
 //! and written by `print_stats` without allocating (checked in a child
-//! process whose stderr is captured).
+//! process whose stderr is captured). Live blocks and bytes: exact for
+//! blocks of known sizes on several threads, within the stated bound while
+//! remote frees are in flight, and safe to read while other threads churn.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
 use emma::{InstanceExt, Stats};
@@ -255,7 +257,9 @@ fn display_shows_the_figures() {
     let text = s.to_string();
     eprintln!("{text}");
 
+    assert_eq!(s.live.blocks, 501, "{s:?}");
     let expect = [
+        format!("live {} ({} blocks)", mib(s.live.bytes), s.live.blocks),
         format!("mapped {} (peak {})", mib(s.mapped), mib(s.peak_mapped)),
         format!("committed {}", mib(s.committed)),
         format!("segments {} ({} pages in use)", s.segments, s.pages),
@@ -268,7 +272,7 @@ fn display_shows_the_figures() {
     for (line, want) in text.lines().zip(&expect) {
         assert_eq!(squeeze(line), squeeze(want), "in\n{text}");
     }
-    assert_eq!(text.lines().count(), 8);
+    assert_eq!(text.lines().count(), 9);
 
     unsafe {
         Shown.dealloc(h, huge);
@@ -375,4 +379,242 @@ fn print_stats_writes_the_table_without_allocating() {
         "no table from the limit hook, or a different one:\n{stderr}"
     );
     assert_eq!(line_words(&after, "failures")[1], "1", "{after}");
+}
+
+// ---- live blocks and bytes ---------------------------------------------------
+
+emma::emma_instance!(Tallied);
+emma::emma_instance!(Churned);
+
+/// Small sizes of every kind: exact classes, sizes between classes, a
+/// multi-slice page class. Every 100th block is huge instead.
+const LIVE_SIZES: [usize; 6] = [16, 24, 100, 1024, 3000, 200_000];
+const LIVE_HUGE: usize = 3 * MIB / 2;
+
+/// `n` blocks of the sizes above, allocated by the calling thread.
+fn live_blocks(t: usize, n: usize) -> Vec<(usize, Layout)> {
+    (0..n)
+        .map(|i| {
+            let size = if i % 100 == 99 {
+                LIVE_HUGE
+            } else {
+                LIVE_SIZES[(i + t) % LIVE_SIZES.len()]
+            };
+            let l = Layout::from_size_align(size, 8).unwrap();
+            let p = unsafe { Tallied.alloc(l) };
+            assert!(!p.is_null());
+            fill(p, size.min(64), t as u8);
+            (p as usize, l)
+        })
+        .collect()
+}
+
+/// The usable bytes of `blocks` (what `Live` counts per block).
+fn usable(blocks: &[(usize, Layout)]) -> usize {
+    blocks
+        .iter()
+        .map(|&(p, _)| unsafe { Tallied.usable_size(p as *mut u8) })
+        .sum()
+}
+
+/// Four threads allocate blocks of known sizes and keep them: live figures
+/// are exact. The main thread then frees half of each thread's blocks (remote
+/// frees): until the owners collect them, those still count (the stated
+/// bound: live is at least the truth and at most the truth plus the blocks
+/// freed remotely). After each owner trims, the figures are exact again.
+#[test]
+fn live_bytes_and_blocks_are_exact_then_bounded_by_remote_frees() {
+    const THREADS: usize = 4;
+    const N: usize = 700;
+    let allocated = Arc::new(Barrier::new(THREADS + 1));
+    let freed = Arc::new(Barrier::new(THREADS + 1));
+    let trimmed = Arc::new(Barrier::new(THREADS + 1));
+    let (tx, rx) = mpsc::channel();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (allocated, freed, trimmed, tx) = (
+                allocated.clone(),
+                freed.clone(),
+                trimmed.clone(),
+                tx.clone(),
+            );
+            std::thread::spawn(move || {
+                tx.send(live_blocks(t, N)).unwrap();
+                allocated.wait();
+                freed.wait();
+                Tallied.trim(); // collects what the main thread freed
+                trimmed.wait();
+            })
+        })
+        .collect();
+    let mut all: Vec<Vec<(usize, Layout)>> = (0..THREADS).map(|_| rx.recv().unwrap()).collect();
+    allocated.wait();
+
+    let count = |v: &[Vec<(usize, Layout)>]| -> (usize, usize) {
+        (
+            v.iter().map(Vec::len).sum(),
+            v.iter().map(|b| usable(b)).sum(),
+        )
+    };
+    let (blocks, bytes) = count(&all);
+    let requested: usize = all.iter().flatten().map(|(_, l)| l.size()).sum();
+    let s = Tallied.stats();
+    assert_eq!((s.live.blocks, s.live.bytes), (blocks, bytes), "{s:?}");
+    assert!(bytes >= requested, "usable sizes are at least the requests");
+
+    // Free every other block of each thread from here: remote frees.
+    let mut remote = (0, 0);
+    for v in &mut all {
+        let mut keep = Vec::new();
+        for (i, (p, l)) in v.drain(..).enumerate() {
+            if i % 2 == 0 {
+                remote.0 += 1;
+                remote.1 += unsafe { Tallied.usable_size(p as *mut u8) };
+                unsafe { Tallied.dealloc(p as *mut u8, l) };
+            } else {
+                keep.push((p, l));
+            }
+        }
+        *v = keep;
+    }
+    let (blocks, bytes) = count(&all);
+    let s = Tallied.stats();
+    assert!(
+        s.live.blocks >= blocks && s.live.blocks <= blocks + remote.0,
+        "{s:?}: {blocks} live + at most {} in flight",
+        remote.0
+    );
+    assert!(
+        s.live.bytes >= bytes && s.live.bytes <= bytes + remote.1,
+        "{s:?}: {bytes} live + at most {} in flight",
+        remote.1
+    );
+    // The main thread's partial batch of remote frees goes out with its
+    // trim; then each owner collects its inbox.
+    Tallied.trim();
+    freed.wait();
+    trimmed.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let s = Tallied.stats();
+    assert_eq!((s.live.blocks, s.live.bytes), (blocks, bytes), "{s:?}");
+
+    for (p, l) in all.into_iter().flatten() {
+        unsafe { Tallied.dealloc(p as *mut u8, l) };
+    }
+    Tallied.trim();
+    let s = Tallied.stats();
+    if cfg!(feature = "tls") {
+        // `trim` also collects the heaps of exited threads.
+        assert_eq!(s.live, emma::Live::default(), "{s:?}");
+    } else {
+        // Blocks freed into exited threads' heaps wait for a new thread to
+        // inherit those heaps.
+        assert!(s.live.blocks <= blocks, "{s:?}");
+    }
+}
+
+/// Reading live figures while other threads allocate and free never
+/// faults, and every snapshot stays within what is mapped.
+#[test]
+fn live_figures_can_be_read_during_churn() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let stop = Arc::new(AtomicBool::new(false));
+    let churners: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = std::collections::VecDeque::new();
+                let mut i = 0usize;
+                while !stop.load(Relaxed) {
+                    let size = if i.is_multiple_of(50) {
+                        2 * MIB
+                    } else {
+                        [32, 500, 5000, 70_000][(i + t) % 4]
+                    };
+                    let l = Layout::from_size_align(size, 16).unwrap();
+                    let p = unsafe { Churned.alloc(l) };
+                    assert!(!p.is_null());
+                    held.push_back((p, l));
+                    if held.len() > 300 {
+                        let (p, l) = held.pop_front().unwrap();
+                        unsafe { Churned.dealloc(p, l) };
+                    }
+                    i += 1;
+                }
+                for (p, l) in held {
+                    unsafe { Churned.dealloc(p, l) };
+                }
+                Churned.trim();
+            })
+        })
+        .collect();
+    for _ in 0..2000 {
+        let s = Churned.stats();
+        // The snapshot reads `mapped` before walking; the peak afterwards
+        // bounds what the walk saw.
+        let peak = Churned.stats().peak_mapped;
+        assert!(s.live.bytes <= peak, "{s:?}, peak {peak}");
+        assert!(s.live.blocks <= s.live.bytes / 16 + 1, "{s:?}");
+    }
+    stop.store(true, Relaxed);
+    for c in churners {
+        c.join().unwrap();
+    }
+}
+
+// ---- statistics from a limit hook, whatever the refused mapping ------------
+
+emma::emma_instance!(HookedFirst);
+
+fn hooked_first_hook(_requested: usize, _limit: usize) {
+    HookedFirst.print_stats("refused-first-heap");
+}
+
+const HOOK_CHILD_ENV: &str = "EMMA_LIFECYCLE_STATS_HOOK_CHILD";
+
+/// The first allocation of an instance maps its heap metadata; when the
+/// limit refuses that mapping, the limit hook may still read statistics
+/// (which walk the instance's segments under its lock). Run in a child
+/// with a deadline: a hang is the failure this guards against.
+#[test]
+fn limit_hook_can_read_stats_when_heap_metadata_is_refused() {
+    if std::env::var_os(HOOK_CHILD_ENV).is_some() {
+        HookedFirst.set_limit(Some(0));
+        HookedFirst.set_limit_hook(Some(hooked_first_hook));
+        let p = unsafe { HookedFirst.alloc(Layout::from_size_align(64, 8).unwrap()) };
+        assert!(p.is_null());
+        eprintln!("child: allocation refused");
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "limit_hook_can_read_stats_when_heap_metadata_is_refused",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(HOOK_CHILD_ENV, "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the limit hook hung reading statistics");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(
+        err.contains("emma instance refused-first-heap") && err.contains("allocation refused"),
+        "{err}"
+    );
 }

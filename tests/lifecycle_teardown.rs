@@ -2,10 +2,10 @@
 //! keep working on the other two, whose data stays intact; the torn-down
 //! instance holds nothing but its heap metadata afterwards and works again
 //! from scratch, on old and new threads. `release_all` leaves no mapping
-//! at all.
+//! at all. Both report the blocks that were still live (leaks).
 #![allow(clippy::undocumented_unsafe_blocks)]
 
-use emma::{Instance, InstanceExt, Stats};
+use emma::{Instance, InstanceExt, Live, Stats};
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Barrier, Mutex};
@@ -19,6 +19,8 @@ emma::emma_instance!(Unloaded);
 emma::emma_instance!(Cycled);
 emma::emma_instance!(NeverUsed);
 emma::emma_instance!(Reclaimed);
+emma::emma_instance!(Leaky);
+emma::emma_instance!(LeakyPlugin);
 
 /// The tests here look at the process's mappings: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -152,6 +154,7 @@ fn process_maps() -> Vec<(usize, usize)> {
 
 /// Only the heap metadata is left: the state teardown promises.
 fn assert_torn_down(s: Stats) {
+    assert_eq!(s.live, Live::default(), "{s:?}");
     assert_eq!(s.mapped, s.meta, "{s:?}");
     assert_eq!(s.committed, s.meta, "{s:?}");
     assert_eq!(
@@ -554,5 +557,89 @@ fn release_all_leaves_nothing_mapped() {
     .unwrap();
     for b in v {
         unsafe { b.free(&Unloaded) }; // from the main thread: remote frees
+    }
+}
+
+/// The usable bytes of `blocks` in `inst`.
+fn usable<I: Instance>(inst: I, blocks: &[Block]) -> usize {
+    blocks
+        .iter()
+        .map(|b| unsafe { inst.usable_size(b.p as *mut u8) })
+        .sum()
+}
+
+/// `teardown` and `release_all` return the blocks nobody freed: exactly
+/// those, when every thread's frees were collected; nothing when called
+/// again.
+#[test]
+fn teardown_and_release_all_report_leaks() {
+    let _serial = serial();
+    for (release, seed) in [(false, 70), (true, 80)] {
+        let mut v = std::thread::spawn(move || {
+            if release {
+                data_set(&LeakyPlugin, seed)
+            } else {
+                data_set(&Leaky, seed)
+            }
+        })
+        .join()
+        .unwrap();
+        let mine = if release {
+            data_set(&LeakyPlugin, seed + 1)
+        } else {
+            data_set(&Leaky, seed + 1)
+        };
+        // Free a third of each set; the rest leaks.
+        let leaked: Vec<Block> = v
+            .drain(..)
+            .chain(mine)
+            .enumerate()
+            .filter_map(|(i, b)| {
+                if i % 3 == 0 {
+                    unsafe {
+                        if release {
+                            b.free(&LeakyPlugin)
+                        } else {
+                            b.free(&Leaky)
+                        }
+                    };
+                    None
+                } else {
+                    Some(b)
+                }
+            })
+            .collect();
+        let want = Live {
+            blocks: leaked.len(),
+            bytes: if release {
+                usable(LeakyPlugin, &leaked)
+            } else {
+                usable(Leaky, &leaked)
+            },
+        };
+        // Frees into the exited thread's heap wait in its inbox (and in
+        // our batch) until collected: with `tls`, `trim` collects them.
+        let got = if release {
+            LeakyPlugin.trim();
+            unsafe { LeakyPlugin.release_all() }
+        } else {
+            Leaky.trim();
+            unsafe { Leaky.teardown() }
+        };
+        std::mem::forget(leaked);
+        if cfg!(feature = "tls") {
+            assert_eq!(got, want, "release_all: {release}");
+        } else {
+            assert!(
+                got.blocks >= want.blocks && got.bytes >= want.bytes,
+                "{got:?} < {want:?}"
+            );
+        }
+        let again = if release {
+            unsafe { LeakyPlugin.release_all() }
+        } else {
+            unsafe { Leaky.teardown() }
+        };
+        assert_eq!(again, Live::default());
     }
 }

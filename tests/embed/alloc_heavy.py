@@ -72,7 +72,7 @@ def main():
     if "--check-emma" in sys.argv:
         me = ctypes.CDLL(None)
         try:
-            owns = me.emma_preload_owns
+            owns = me.emma_owns
         except AttributeError:
             print("emma: not preloaded", file=sys.stderr)
             return
@@ -93,7 +93,7 @@ def main():
                 owns(id(obj)),
                 owns(id(big)),
                 owns(ctypes.addressof(stack)),
-                me.emma_preload_mapped(),
+                me.emma_mapped(),
             ),
             file=sys.stderr,
         )

@@ -3,7 +3,7 @@
  *
  * Built two ways by the tests:
  *  - plain: calls malloc, free, ... and runs with emma preloaded
- *    (LD_PRELOAD=libpreload.so), with -DCHECK_ERRNO;
+ *    (LD_PRELOAD=libemma.so), with -DCHECK_ERRNO;
  *  - -DPFX=first_ (or second_): calls first_malloc, first_free, ... of
  *    the plugin_cabi example library it is linked against.
  *

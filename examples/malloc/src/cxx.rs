@@ -1,0 +1,140 @@
+//! C++'s global `operator new` and `operator delete`, every form, exported
+//! under their Itanium-ABI names so C++ programs reach emma directly
+//! instead of through libstdc++'s forwarders to `malloc`.
+//!
+//! | form | symbols |
+//! |---|---|
+//! | `new(size)`, `new[](size)` | `_Znwm`, `_Znam` |
+//! | `new(size, nothrow)` and `[]` | `_ZnwmRKSt9nothrow_t`, `_ZnamRKSt9nothrow_t` |
+//! | `new(size, align)` and `[]` | `_ZnwmSt11align_val_t`, `_ZnamSt11align_val_t` |
+//! | `new(size, align, nothrow)` and `[]` | `_ZnwmSt11align_val_tRKSt9nothrow_t`, `_ZnamSt11align_val_tRKSt9nothrow_t` |
+//! | `delete(p)` and `[]`, with or without `nothrow` | `_ZdlPv`, `_ZdaPv`, `_ZdlPvRKSt9nothrow_t`, `_ZdaPvRKSt9nothrow_t` |
+//! | sized `delete(p, size)` and `[]` | `_ZdlPvm`, `_ZdaPvm` |
+//! | aligned `delete(p, align)` and `[]`, with or without `nothrow` | `_ZdlPvSt11align_val_t`, `_ZdaPvSt11align_val_t`, `_ZdlPvSt11align_val_tRKSt9nothrow_t`, `_ZdaPvSt11align_val_tRKSt9nothrow_t` |
+//! | sized aligned `delete(p, size, align)` and `[]` | `_ZdlPvmSt11align_val_t`, `_ZdaPvmSt11align_val_t` |
+//!
+//! Out of memory: the `nothrow` forms return null. The throwing forms
+//! cannot throw `std::bad_alloc` (that needs the C++ runtime, and an
+//! exception unwinding through this Rust library, built with
+//! `panic = "abort"`, would abort anyway), nor call the program's
+//! `std::new_handler`: they print `emma: out of memory in operator new
+//! (N bytes)` on stderr and abort the process (SIGABRT). A program that
+//! relies on catching `bad_alloc` should not preload this library.
+//!
+//! The size and alignment passed to the sized and aligned deletes are not
+//! checked yet: every delete frees like `free`.
+
+use crate::Malloc;
+use emma::c::{self, NoErrno};
+use std::ffi::c_void;
+
+/// Prints the out-of-memory message and aborts.
+#[cold]
+fn out_of_memory(size: usize) -> ! {
+    use std::fmt::Write;
+    let mut l = crate::report::Line::new();
+    let _ = writeln!(l, "emma: out of memory in operator new ({size} bytes)");
+    l.write_to(2);
+    crate::report::abort()
+}
+
+#[inline(always)]
+fn new(size: usize) -> *mut c_void {
+    let p = c::malloc::<Malloc, NoErrno>(size);
+    if p.is_null() {
+        out_of_memory(size)
+    }
+    p.cast()
+}
+
+#[inline(always)]
+fn new_aligned(size: usize, align: usize) -> *mut c_void {
+    let p = c::aligned_alloc::<Malloc, NoErrno>(align, size);
+    if p.is_null() {
+        out_of_memory(size)
+    }
+    p.cast()
+}
+
+/// Frees a block from any form of `new`.
+///
+/// # Safety
+/// `p` is null or a live block of this library, not used afterwards.
+#[inline(always)]
+unsafe fn delete(p: *mut c_void) {
+    // SAFETY: forwarded contract.
+    unsafe { c::free::<Malloc>(p.cast()) }
+}
+
+/// Defines exported `extern "C"` functions with one-line bodies.
+macro_rules! exports {
+    ($($(#[$a:meta])* fn $name:ident($($arg:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
+        $(#[$a])*
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $t),*) $(-> $r)? $body
+    )*};
+}
+
+/// Defines exported deletes: `unsafe extern "C"` functions freeing `p`.
+macro_rules! deletes {
+    ($($name:ident($($arg:ident: $t:ty),*);)*) => {$(
+        /// `operator delete` in one of its forms: frees `p` (null: nothing).
+        ///
+        /// # Safety
+        /// `p` is null or a live block of this library, not used afterwards.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $name(p: *mut c_void $(, $arg: $t)*) {
+            $(let _ = $arg;)*
+            // SAFETY: forwarded contract.
+            unsafe { delete(p) }
+        }
+    )*};
+}
+
+exports! {
+    /// `operator new(size_t)`.
+    fn _Znwm(size: usize) -> *mut c_void { new(size) }
+    /// `operator new[](size_t)`.
+    fn _Znam(size: usize) -> *mut c_void { new(size) }
+    /// `operator new(size_t, nothrow_t const&)`.
+    fn _ZnwmRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
+        c::malloc::<Malloc, NoErrno>(size).cast()
+    }
+    /// `operator new[](size_t, nothrow_t const&)`.
+    fn _ZnamRKSt9nothrow_t(size: usize, _nt: *const c_void) -> *mut c_void {
+        c::malloc::<Malloc, NoErrno>(size).cast()
+    }
+    /// `operator new(size_t, align_val_t)`.
+    fn _ZnwmSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+        new_aligned(size, align)
+    }
+    /// `operator new[](size_t, align_val_t)`.
+    fn _ZnamSt11align_val_t(size: usize, align: usize) -> *mut c_void {
+        new_aligned(size, align)
+    }
+    /// `operator new(size_t, align_val_t, nothrow_t const&)`.
+    fn _ZnwmSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
+        c::aligned_alloc::<Malloc, NoErrno>(align, size).cast()
+    }
+    /// `operator new[](size_t, align_val_t, nothrow_t const&)`.
+    fn _ZnamSt11align_val_tRKSt9nothrow_t(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
+        c::aligned_alloc::<Malloc, NoErrno>(align, size).cast()
+    }
+}
+
+// The sized and aligned forms are where a checked free of the size (and
+// alignment) the block was allocated with would go.
+deletes! {
+    _ZdlPv();
+    _ZdaPv();
+    _ZdlPvRKSt9nothrow_t(nt: *const c_void);
+    _ZdaPvRKSt9nothrow_t(nt: *const c_void);
+    _ZdlPvm(size: usize);
+    _ZdaPvm(size: usize);
+    _ZdlPvSt11align_val_t(align: usize);
+    _ZdaPvSt11align_val_t(align: usize);
+    _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
+    _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
+    _ZdlPvmSt11align_val_t(size: usize, align: usize);
+    _ZdaPvmSt11align_val_t(size: usize, align: usize);
+}
