@@ -54,7 +54,7 @@
 
 #![no_std]
 #![cfg_attr(
-    any(feature = "tls", feature = "allocator-api"),
+    feature = "allocator-api",
     feature(allow_internal_unstable),
     allow(internal_features)
 )]
@@ -237,9 +237,10 @@ pub trait InstanceExt: Instance {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::allocator;
-    pub use crate::heap::Heap;
+    pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
-    pub use crate::thread::TlsSlot;
+    #[cfg(all(feature = "tls", miri))]
+    pub use crate::thread::{miri_slot_load, miri_slot_store};
     #[cfg(feature = "allocator-api2")]
     pub use allocator_api2;
     pub use paste::paste;

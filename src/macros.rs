@@ -98,9 +98,23 @@ macro_rules! emma_instance {
             }
         }
 
+        $crate::__private::paste! {
+            $crate::emma_instance!(@statics $name, [<__emma_instance_ $name>]);
+        }
+    };
+    (@statics $name:ident, $statics:ident) => {
+        // The instance's statics, in item position (`global_asm!`, which
+        // defines the heap slot, is refused inside blocks and function
+        // bodies, a module is not).
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod $statics {
+            pub(super) static STATE: $crate::__private::InstanceState =
+                $crate::__private::InstanceState::new();
+            $crate::__emma_tls_define!(STATE);
+        }
         const _: () = {
-            static STATE: $crate::__private::InstanceState = $crate::__private::InstanceState::new();
-            $crate::__emma_instance_slot!($name, STATE);
+            $crate::__emma_instance_slot!($name, $statics::STATE);
             $crate::__emma_allocator_api!($name);
             $crate::__emma_allocator_api2!($name);
 
@@ -227,57 +241,77 @@ macro_rules! emma_instance {
     };
 }
 
-/// The per-instance heap slot and `Instance` impl, with `tls`: a
-/// `#[thread_local]` static read with initial-exec TLS.
-#[cfg(feature = "tls")]
+/// The per-instance `Instance` impl over the per-thread heap slot, with
+/// `tls`: the slot `__emma_tls_define!` put next to `$state`.
+#[cfg(all(feature = "tls", not(miri)))]
 #[doc(hidden)]
 #[macro_export]
-#[allow_internal_unstable(thread_local)]
 macro_rules! __emma_instance_slot {
-    ($name:ident, $state:ident) => {
-        #[thread_local]
-        static SLOT: $crate::__private::TlsSlot = $crate::__private::TlsSlot::new();
-
-        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
-        unsafe impl $crate::Instance for $name {
-            const USES_TLS: bool = true;
-            #[inline(always)]
-            fn state() -> &'static $crate::__private::InstanceState {
-                &$state
-            }
-            #[inline(always)]
-            fn heap() -> *mut $crate::__private::Heap {
-                $crate::__emma_tls_load!(SLOT)
-            }
-            #[inline(always)]
-            fn set_heap(h: *mut $crate::__private::Heap) {
-                $crate::__emma_tls_store!(SLOT, h)
-            }
-        }
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            true,
+            heap() = $crate::__emma_tls_load!($state),
+            set_heap(h) = $crate::__emma_tls_store!($state, h)
+        );
     };
 }
 
-/// The per-instance `Instance` impl without `tls`: heaps are found through
-/// the state's thread-pointer table.
+/// With `tls` under Miri (no assembly): the slot is emulated by the test
+/// backend, keyed by the instance's state.
+#[cfg(all(feature = "tls", miri))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_instance_slot {
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            true,
+            heap() = $crate::__private::miri_slot_load(&$state),
+            set_heap(h) = $crate::__private::miri_slot_store(&$state, h)
+        );
+    };
+}
+
+/// Without `tls` (the thread-pointer mode): heaps are found through the
+/// state's thread-pointer table; there is no slot.
 #[cfg(not(feature = "tls"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __emma_instance_slot {
-    ($name:ident, $state:ident) => {
-        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            false,
+            heap() = $state.tp_heap(),
+            set_heap(h) = $state.set_tp_heap(h)
+        );
+    };
+}
+
+/// The `Instance` impl: the state, and the heap slot's accessors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_instance_impl {
+    ($name:ident, $state:path, $uses_tls:literal,
+        heap() = $heap:expr, set_heap($h:ident) = $set:expr) => {
+        // SAFETY: `$state` and the slot are this invocation's own.
         unsafe impl $crate::Instance for $name {
-            const USES_TLS: bool = false;
+            const USES_TLS: bool = $uses_tls;
             #[inline(always)]
             fn state() -> &'static $crate::__private::InstanceState {
                 &$state
             }
             #[inline(always)]
             fn heap() -> *mut $crate::__private::Heap {
-                $state.tp_heap()
+                $heap
             }
             #[inline(always)]
-            fn set_heap(h: *mut $crate::__private::Heap) {
-                $state.set_tp_heap(h)
+            fn set_heap($h: *mut $crate::__private::Heap) {
+                $set
             }
         }
     };
