@@ -36,9 +36,12 @@
 //! ```
 //!
 //! ## Features
-//! - `tls` (nightly): each thread's heap is found through a
-//!   `#[thread_local]` slot read with initial-exec TLS (no loader call, even
-//!   in a `cdylib`). Without it, through the thread pointer and a small
+//! - `tls` (default; stable Rust): each thread's heap is found through a
+//!   per-instance thread-local slot read with initial-exec TLS (two
+//!   instructions, no loader call, even in a `dlopen`ed library, which then
+//!   uses 8 bytes of the loader's static TLS surplus per instance). With
+//!   `default-features = false`, for programs that set up no TLS block (no
+//!   libc, their own `_start`): through the thread pointer and a small
 //!   per-instance table.
 //! - `boundary-checks`: double frees, foreign pointers, pointers of another
 //!   instance and mismatched layouts abort with a message naming the

@@ -2,11 +2,30 @@
 //!
 //! Thin macro, fat library: the expansion holds only what must be distinct
 //! per instance — the zero-sized type, its hidden `static` state, its
-//! thread-local slot (with `tls`), the [`Instance`](crate::Instance) impl
-//! naming them, and one-line `GlobalAlloc` forwarders into
-//! [`crate::api`]. The statics sit inside a `const _: () = { … };` block,
-//! so any number of instances can share a module or a name across modules
-//! without their symbols colliding.
+//! per-thread heap slot, the [`Instance`](crate::Instance) impl naming
+//! them, and one-line `GlobalAlloc` forwarders into [`crate::api`]. The
+//! state sits in a hidden module named after the instance
+//! (`__emma_instance_<Name>`) and the impls inside a `const _: () = { … };`
+//! block, so any number of instances can share a module or a name across
+//! modules without their symbols colliding.
+//!
+//! # Which mode does an instance get?
+//! - **`tls` (default feature, stable Rust)**: each instance has an 8-byte
+//!   initial-exec thread-local slot holding the thread's heap, defined with
+//!   `global_asm!` in the hidden module (`global_asm!` must stand in item
+//!   position: that is why the state lives in a module rather than in the
+//!   `const` block) and read with two instructions, also in a `dlopen`ed
+//!   library (see `thread.rs`). It needs a TLS block: every program with a
+//!   libc or `std` has one, and a `dlopen`ed library takes 8 bytes per
+//!   instance from the loader's static TLS surplus (flag `STATIC_TLS`;
+//!   `dlopen` fails if the surplus is used up).
+//! - **thread-pointer mode (`default-features = false`)**: no slot; the
+//!   heap is looked up by the thread pointer `fs:[0]` in a small
+//!   per-instance table, a few instructions more per call. For programs
+//!   that set up no TLS block (a freestanding program with its own
+//!   `_start`, which only points `fs` at a self-pointer).
+//!
+//! Neither mode asks the calling crate for a feature gate or `unsafe`.
 
 /// Defines an isolated emma allocator type.
 ///
@@ -24,7 +43,9 @@
 /// same value) implementing [`GlobalAlloc`](core::alloc::GlobalAlloc) and
 /// [`Instance`](crate::Instance). Every invocation gets its own statics,
 /// segments and thread-local slot: two instances never share state, even
-/// when they have the same name in different modules or crates.
+/// when they have the same name in different modules or crates. An
+/// invocation also defines a hidden module `__emma_instance_<Name>` next to
+/// the type (it holds the instance's state), so that name is taken.
 ///
 /// Attributes and doc comments before the visibility are passed on to the
 /// struct (to put the whole instance under `#[cfg(...)]`, put the attribute

@@ -27,10 +27,11 @@
 //! `arch_prctl(ARCH_SET_FS, &tcb)`, and one TCB per thread, passed to
 //! `clone` with `CLONE_SETTLS`.
 //!
-//! Build emma *without* its `tls` feature for such a program: with `tls`,
-//! emma's heap slot is a `#[thread_local]` variable, whose storage sits
-//! below the TCB and would have to be laid out from the executable's
-//! `PT_TLS` segment (which is what a libc does).
+//! Cargo.toml therefore takes emma with `default-features = false` (its
+//! thread-pointer mode): emma's default `tls` mode keeps each thread's heap
+//! in a thread-local slot, whose storage sits below the TCB and would have
+//! to be laid out from the executable's `PT_TLS` segment (which is what a
+//! libc does).
 //!
 //! The build script (build.rs) links with `-nostartfiles -nostdlib -static
 //! -no-pie`; `panic = "abort"` is set in Cargo.toml.
