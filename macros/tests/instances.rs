@@ -146,7 +146,7 @@ fn instances_in_a_closure_a_method_and_a_generic_fn() {
             InMethod
         }
     }
-    fn generic<T>() -> impl GlobalAlloc + InstanceExt {
+    fn generic<T>(_: T) -> impl GlobalAlloc + InstanceExt {
         emma::emma_instance!(InGeneric);
         InGeneric
     }
@@ -156,11 +156,11 @@ fn instances_in_a_closure_a_method_and_a_generic_fn() {
     };
     assert_distinct(in_closure(), Holder.heap());
     emma::emma_instance!(Beside);
-    assert_distinct(generic::<u8>(), Beside);
+    assert_distinct(generic(1u8), Beside);
     // Items in a generic function are not generic: one instance for all.
-    let p = filled_block(generic::<u16>(), 64, 7);
-    assert!(generic::<u8>().owns(p));
-    free(generic::<u32>(), p, 64);
+    let p = filled_block(generic(2u16), 64, 7);
+    assert!(generic(1u8).owns(p));
+    free(generic(3u32), p, 64);
 }
 
 #[test]
