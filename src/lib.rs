@@ -240,6 +240,7 @@ pub trait InstanceExt: Instance {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::allocator;
+    // EMPTY_HEAP: the `tls` slot's initial value (`__emma_tls_define!`).
     pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
     #[cfg(all(feature = "tls", miri))]
