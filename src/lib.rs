@@ -36,9 +36,12 @@
 //! ```
 //!
 //! ## Features
-//! - `tls` (nightly): each thread's heap is found through a
-//!   `#[thread_local]` slot read with initial-exec TLS (no loader call, even
-//!   in a `cdylib`). Without it, through the thread pointer and a small
+//! - `tls` (default; stable Rust): each thread's heap is found through a
+//!   per-instance thread-local slot read with initial-exec TLS (two
+//!   instructions, no loader call, even in a `dlopen`ed library, which then
+//!   uses 8 bytes of the loader's static TLS surplus per instance). With
+//!   `default-features = false`, for programs that set up no TLS block (no
+//!   libc, their own `_start`): through the thread pointer and a small
 //!   per-instance table.
 //! - `boundary-checks`: double frees, foreign pointers, pointers of another
 //!   instance and mismatched layouts abort with a message naming the
@@ -54,7 +57,7 @@
 
 #![no_std]
 #![cfg_attr(
-    any(feature = "tls", feature = "allocator-api"),
+    feature = "allocator-api",
     feature(allow_internal_unstable),
     allow(internal_features)
 )]
@@ -249,9 +252,11 @@ pub trait InstanceExt: Instance {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::allocator;
-    pub use crate::heap::Heap;
+    // EMPTY_HEAP: the `tls` slot's initial value (`__emma_tls_define!`).
+    pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
-    pub use crate::thread::TlsSlot;
+    #[cfg(all(feature = "tls", miri))]
+    pub use crate::thread::{miri_slot_load, miri_slot_store};
     #[cfg(feature = "allocator-api2")]
     pub use allocator_api2;
     pub use paste::paste;

@@ -2,11 +2,30 @@
 //!
 //! Thin macro, fat library: the expansion holds only what must be distinct
 //! per instance — the zero-sized type, its hidden `static` state, its
-//! thread-local slot (with `tls`), the [`Instance`](crate::Instance) impl
-//! naming them, and one-line `GlobalAlloc` forwarders into
-//! [`crate::api`]. The statics sit inside a `const _: () = { … };` block,
-//! so any number of instances can share a module or a name across modules
-//! without their symbols colliding.
+//! per-thread heap slot, the [`Instance`](crate::Instance) impl naming
+//! them, and one-line `GlobalAlloc` forwarders into [`crate::api`]. The
+//! state sits in a hidden module named after the instance
+//! (`__emma_instance_<Name>`) and the impls inside a `const _: () = { … };`
+//! block, so any number of instances can share a module or a name across
+//! modules without their symbols colliding.
+//!
+//! # Which mode does an instance get?
+//! - **`tls` (default feature, stable Rust)**: each instance has an 8-byte
+//!   initial-exec thread-local slot holding the thread's heap, defined with
+//!   `global_asm!` in the hidden module (`global_asm!` must stand in item
+//!   position: that is why the state lives in a module rather than in the
+//!   `const` block) and read with two instructions, also in a `dlopen`ed
+//!   library (see `thread.rs`). It needs a TLS block: every program with a
+//!   libc or `std` has one, and a `dlopen`ed library takes 8 bytes per
+//!   instance from the loader's static TLS surplus (flag `STATIC_TLS`;
+//!   `dlopen` fails if the surplus is used up).
+//! - **thread-pointer mode (`default-features = false`)**: no slot; the
+//!   heap is looked up by the thread pointer `fs:[0]` in a small
+//!   per-instance table, a few instructions more per call. For programs
+//!   that set up no TLS block (a freestanding program with its own
+//!   `_start`, which only points `fs` at a self-pointer).
+//!
+//! Neither mode asks the calling crate for a feature gate or `unsafe`.
 
 /// Defines an isolated emma allocator type.
 ///
@@ -24,7 +43,9 @@
 /// same value) implementing [`GlobalAlloc`](core::alloc::GlobalAlloc) and
 /// [`Instance`](crate::Instance). Every invocation gets its own statics,
 /// segments and thread-local slot: two instances never share state, even
-/// when they have the same name in different modules or crates.
+/// when they have the same name in different modules or crates. An
+/// invocation also defines a hidden module `__emma_instance_<Name>` next to
+/// the type (it holds the instance's state), so that name is taken.
 ///
 /// Attributes and doc comments before the visibility are passed on to the
 /// struct (to put the whole instance under `#[cfg(...)]`, put the attribute
@@ -98,9 +119,23 @@ macro_rules! emma_instance {
             }
         }
 
+        $crate::__private::paste! {
+            $crate::emma_instance!(@statics $name, [<__emma_instance_ $name>]);
+        }
+    };
+    (@statics $name:ident, $statics:ident) => {
+        // The instance's statics, in item position (`global_asm!`, which
+        // defines the heap slot, is refused inside blocks and function
+        // bodies, a module is not).
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        mod $statics {
+            pub(super) static STATE: $crate::__private::InstanceState =
+                $crate::__private::InstanceState::new();
+            $crate::__emma_tls_define!(STATE);
+        }
         const _: () = {
-            static STATE: $crate::__private::InstanceState = $crate::__private::InstanceState::new();
-            $crate::__emma_instance_slot!($name, STATE);
+            $crate::__emma_instance_slot!($name, $statics::STATE);
             $crate::__emma_allocator_api!($name);
             $crate::__emma_allocator_api2!($name);
 
@@ -227,57 +262,77 @@ macro_rules! emma_instance {
     };
 }
 
-/// The per-instance heap slot and `Instance` impl, with `tls`: a
-/// `#[thread_local]` static read with initial-exec TLS.
-#[cfg(feature = "tls")]
+/// The per-instance `Instance` impl over the per-thread heap slot, with
+/// `tls`: the slot `__emma_tls_define!` put next to `$state`.
+#[cfg(all(feature = "tls", not(miri)))]
 #[doc(hidden)]
 #[macro_export]
-#[allow_internal_unstable(thread_local)]
 macro_rules! __emma_instance_slot {
-    ($name:ident, $state:ident) => {
-        #[thread_local]
-        static SLOT: $crate::__private::TlsSlot = $crate::__private::TlsSlot::new();
-
-        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
-        unsafe impl $crate::Instance for $name {
-            const USES_TLS: bool = true;
-            #[inline(always)]
-            fn state() -> &'static $crate::__private::InstanceState {
-                &$state
-            }
-            #[inline(always)]
-            fn heap() -> *mut $crate::__private::Heap {
-                $crate::__emma_tls_load!(SLOT)
-            }
-            #[inline(always)]
-            fn set_heap(h: *mut $crate::__private::Heap) {
-                $crate::__emma_tls_store!(SLOT, h)
-            }
-        }
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            true,
+            heap() = $crate::__emma_tls_load!($state),
+            set_heap(h) = $crate::__emma_tls_store!($state, h)
+        );
     };
 }
 
-/// The per-instance `Instance` impl without `tls`: heaps are found through
-/// the state's thread-pointer table.
+/// With `tls` under Miri (no assembly): the slot is emulated by the test
+/// backend, keyed by the instance's state.
+#[cfg(all(feature = "tls", miri))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_instance_slot {
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            true,
+            heap() = $crate::__private::miri_slot_load(&$state),
+            set_heap(h) = $crate::__private::miri_slot_store(&$state, h)
+        );
+    };
+}
+
+/// Without `tls` (the thread-pointer mode): heaps are found through the
+/// state's thread-pointer table; there is no slot.
 #[cfg(not(feature = "tls"))]
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __emma_instance_slot {
-    ($name:ident, $state:ident) => {
-        // SAFETY: `STATE` and `SLOT` are this invocation's own statics.
+    ($name:ident, $state:path) => {
+        $crate::__emma_instance_impl!(
+            $name,
+            $state,
+            false,
+            heap() = $state.tp_heap(),
+            set_heap(h) = $state.set_tp_heap(h)
+        );
+    };
+}
+
+/// The `Instance` impl: the state, and the heap slot's accessors.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_instance_impl {
+    ($name:ident, $state:path, $uses_tls:literal,
+        heap() = $heap:expr, set_heap($h:ident) = $set:expr) => {
+        // SAFETY: `$state` and the slot are this invocation's own.
         unsafe impl $crate::Instance for $name {
-            const USES_TLS: bool = false;
+            const USES_TLS: bool = $uses_tls;
             #[inline(always)]
             fn state() -> &'static $crate::__private::InstanceState {
                 &$state
             }
             #[inline(always)]
             fn heap() -> *mut $crate::__private::Heap {
-                $state.tp_heap()
+                $heap
             }
             #[inline(always)]
-            fn set_heap(h: *mut $crate::__private::Heap) {
-                $state.set_tp_heap(h)
+            fn set_heap($h: *mut $crate::__private::Heap) {
+                $set
             }
         }
     };

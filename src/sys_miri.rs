@@ -130,6 +130,27 @@ std::thread_local! {
         NEXT.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
     };
     static TP: u8 = const { 0 };
+    /// Emulated heap slots of the `tls` mode: (instance key, value).
+    static SLOTS: std::cell::RefCell<Vec<(usize, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The calling thread's value of slot `key` (0 if never set): the
+/// per-instance thread-local slot, which Miri cannot run as assembly.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub fn tls_get(key: usize) -> usize {
+    SLOTS.with(|s| s.borrow().iter().find(|e| e.0 == key).map_or(0, |e| e.1))
+}
+
+/// Sets the calling thread's value of slot `key`.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub fn tls_set(key: usize, value: usize) {
+    SLOTS.with(|s| {
+        let mut s = s.borrow_mut();
+        match s.iter_mut().find(|e| e.0 == key) {
+            Some(e) => e.1 = value,
+            None => s.push((key, value)),
+        }
+    })
 }
 
 /// A unique id per thread.

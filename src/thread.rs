@@ -1,4 +1,4 @@
-//! Thread identity without libc: the thread pointer and the TLS slot.
+//! Thread identity without libc: the thread pointer and the heap slot.
 //!
 //! Every x86_64 Linux thread has a thread pointer (the `fs` base) pointing
 //! at its thread control block, whose first word points to itself (the
@@ -8,16 +8,52 @@
 //! threads never share it; a new thread may get the value of one that has
 //! exited (thread libraries reuse stacks), which proves that thread gone.
 //!
-//! With the `tls` feature each instance also has a `#[thread_local]` slot
-//! holding the thread's heap. It is accessed with the *initial-exec* model
-//! written out in assembly (`[rip + slot@GOTTPOFF]`, then `fs:[offset]`):
-//! two instructions, no call to `__tls_get_addr` even in a `dlopen`ed
-//! library, so the loader (and its `malloc`) are never involved. The
-//! library then needs a little of the loader's static TLS surplus (8 bytes
-//! per instance); glibc reserves surplus for exactly this.
+//! # The heap slot (feature `tls`, on by default)
+//! Each instance has an 8-byte thread-local slot holding the calling
+//! thread's heap. It is not a `#[thread_local] static` (nightly only, and
+//! compiled to a `__tls_get_addr` call in a `cdylib`) but a symbol that
+//! [`emma_instance!`](crate::emma_instance) defines in assembly, so it
+//! works on stable Rust:
+//! - [`__emma_tls_define!`] puts the slot in `.tdata`, initialised with
+//!   the address of the empty heap (a link-time constant, or a relative
+//!   relocation the loader applies to the TLS image before any thread
+//!   copies it). A thread's first allocation thus finds the empty heap and
+//!   falls into the slow path, which claims a real heap: the fast path
+//!   never asks "initialised?". (A `.tbss` slot would start at 0 and need
+//!   either that test or an extra add on every access.)
+//! - [`__emma_tls_load!`] and [`__emma_tls_store!`] access it with the
+//!   *initial-exec* model (`mov r, [rip + slot@GOTTPOFF]`, then
+//!   `fs:[r]`): two instructions, no call into the loader even in a
+//!   `dlopen`ed library, so the loader's `__tls_get_addr` (which may call
+//!   the host's `malloc`) is never involved. In an executable the linker
+//!   relaxes the first instruction to a constant.
+//!
+//! The slot's label is derived from the mangled name of the instance's
+//! state (a static in a module the macro generates per instance), hence
+//! unique per instance even across crates; it is a hidden global, visible
+//! to every object of the program or library being linked but never
+//! exported from it.
+//!
+//! The price: the program or library has a TLS segment. A program with a
+//! libc (or Rust's `std`) always has the TLS block that holds it; a library
+//! loaded with `dlopen` is given room in the loader's static TLS surplus
+//! (glibc reserves some for exactly such libraries, which are flagged
+//! `STATIC_TLS`), 8 bytes per instance, and `dlopen` fails if that surplus
+//! is used up. A program that sets up no TLS block at all (a freestanding
+//! program with its own `_start`) builds emma with `default-features =
+//! false`: the thread-pointer mode finds heaps through a per-instance
+//! table keyed by `fs:[0]` instead (see the `instance` module), a few
+//! instructions slower.
+//!
+//! Under Miri, which runs no assembly, the slot is emulated with std's
+//! thread-locals (see `sys_miri.rs`).
 
-use crate::heap::{empty_heap, Heap};
-use core::cell::UnsafeCell;
+#[cfg(all(miri, feature = "tls"))]
+use crate::{
+    heap::{empty_heap, Heap},
+    instance::InstanceState,
+    sys,
+};
 
 /// The calling thread's thread pointer (`fs:[0]`).
 ///
@@ -45,40 +81,73 @@ pub fn thread_pointer() -> usize {
     crate::sys::thread_pointer()
 }
 
-/// An instance's per-thread heap slot (the `tls` feature). Declared by
-/// [`emma_instance!`](crate::emma_instance) as a `#[thread_local] static`.
-#[repr(transparent)]
-pub struct TlsSlot(UnsafeCell<*mut Heap>);
-
-impl TlsSlot {
-    /// A slot holding the empty heap, which sends the first allocation of
-    /// every thread to the slow path (no "initialised?" test on the fast
-    /// path).
-    pub const fn new() -> Self {
-        TlsSlot(UnsafeCell::new(empty_heap()))
+/// Under Miri: the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_load(state: &InstanceState) -> *mut Heap {
+    match sys::tls_get(state as *const InstanceState as usize) {
+        0 => empty_heap(),
+        h => h as *mut Heap,
     }
 }
 
-impl Default for TlsSlot {
-    fn default() -> Self {
-        Self::new()
-    }
+/// Under Miri: sets the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_store(state: &InstanceState, h: *mut Heap) {
+    sys::tls_set(state as *const InstanceState as usize, h as usize)
 }
 
-/// Reads a [`TlsSlot`] with the initial-exec TLS model (two instructions,
-/// no loader call). Expands to an expression of type `*mut Heap`.
+/// Defines the heap slot of the instance whose state is the static
+/// `$anchor`, in item position (the module `emma_instance!` generates
+/// for the instance's statics): 8 bytes of `.tdata` holding the empty
+/// heap's address, labelled `<symbol of $anchor>.slot`. The anchor is a
+/// static rather than a function because rustc copies tiny functions into
+/// every crate that inlines a caller, and under LTO the copies' clashing
+/// symbols are renamed, which would detach the accesses from the label.
+#[cfg(all(feature = "tls", not(miri)))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_tls_define {
+    ($anchor:ident) => {
+        ::core::arch::global_asm!(
+            ".pushsection .tdata,\"awT\",@progbits",
+            ".p2align 3",
+            ".globl {a}.slot",
+            ".hidden {a}.slot",
+            ".type {a}.slot, @object",
+            ".size {a}.slot, 8",
+            "{a}.slot:",
+            ".quad {e}",
+            ".popsection",
+            a = sym $anchor,
+            e = sym $crate::__private::EMPTY_HEAP,
+        );
+    };
+}
+
+/// No slot to define: the thread-pointer mode, or Miri's emulated slot.
+#[cfg(any(not(feature = "tls"), miri))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __emma_tls_define {
+    ($anchor:ident) => {};
+}
+
+/// Reads the heap slot of the instance anchored at `$anchor` with the
+/// initial-exec TLS model (two instructions, no loader call). Expands to an
+/// expression of type `*mut Heap`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __emma_tls_load {
-    ($slot:path) => {{
+    ($anchor:path) => {{
         let v: *mut $crate::__private::Heap;
-        // SAFETY: `$slot` is a `#[thread_local]` static of this module's
-        // instance, so its GOTTPOFF entry holds its offset from `fs`.
+        // SAFETY: `__emma_tls_define!($anchor)` defined the slot in this
+        // program's TLS block, so its GOTTPOFF entry holds its offset from
+        // `fs`; it holds the empty heap or a heap this thread stored.
         unsafe {
             ::core::arch::asm!(
-                "mov {v}, qword ptr [rip + {s}@GOTTPOFF]",
+                "mov {v}, qword ptr [rip + {a}.slot@GOTTPOFF]",
                 "mov {v}, qword ptr fs:[{v}]",
-                s = sym $slot,
+                a = sym $anchor,
                 v = out(reg) v,
                 options(nostack, readonly, preserves_flags, pure)
             );
@@ -87,18 +156,18 @@ macro_rules! __emma_tls_load {
     }};
 }
 
-/// Writes a [`TlsSlot`] with the initial-exec TLS model.
+/// Writes the heap slot of the instance anchored at `$anchor`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __emma_tls_store {
-    ($slot:path, $value:expr) => {{
+    ($anchor:path, $value:expr) => {{
         let v: *mut $crate::__private::Heap = $value;
         // SAFETY: as for `__emma_tls_load`; the slot belongs to this thread.
         unsafe {
             ::core::arch::asm!(
-                "mov {t}, qword ptr [rip + {s}@GOTTPOFF]",
+                "mov {t}, qword ptr [rip + {a}.slot@GOTTPOFF]",
                 "mov qword ptr fs:[{t}], {v}",
-                s = sym $slot,
+                a = sym $anchor,
                 t = out(reg) _,
                 v = in(reg) v,
                 options(nostack, preserves_flags)

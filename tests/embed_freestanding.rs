@@ -5,9 +5,10 @@
 //! `readelf` that it is static (no `PT_INTERP`, no dynamic section, no
 //! undefined symbol), runs it and checks its output and exit status.
 //!
-//! It is always built without `tls` (a program without libc has no TLS
-//! block unless it lays one out itself); with `boundary-checks` if this
-//! test has it.
+//! It is built with this test's `tls` and `boundary-checks` features: with
+//! `tls` (the default) the program lays out a TLS block for each thread
+//! itself, as a libc does, and emma keeps each thread's heap there; without
+//! it emma runs in its thread-pointer mode.
 
 #[path = "embed/util.rs"]
 mod util;
@@ -17,12 +18,7 @@ use std::process::Command;
 use util::*;
 
 fn program() -> PathBuf {
-    let features = if cfg!(feature = "boundary-checks") {
-        "boundary-checks"
-    } else {
-        ""
-    };
-    nested_crate("freestanding", features).join("emma-freestanding")
+    nested_crate("freestanding", &features()).join("emma-freestanding")
 }
 
 #[test]
@@ -37,6 +33,14 @@ fn freestanding_is_a_static_executable() {
         !headers.contains("DYNAMIC"),
         "has a dynamic segment:\n{headers}"
     );
+    // With `tls`, a TLS segment holding just the instance's 8-byte heap
+    // slot, which the program lays out for each thread itself.
+    let tls = headers
+        .lines()
+        .find(|l| l.trim_start().starts_with("TLS "))
+        .map(|l| l.split_whitespace().nth(5).unwrap().to_string());
+    let expected = cfg!(feature = "tls").then(|| "0x000008".to_string());
+    assert_eq!(tls, expected, "TLS segment (MemSiz):\n{headers}");
     let dynamic = run_ok(Command::new("readelf").arg("-d").arg(&exe));
     assert!(dynamic.contains("There is no dynamic section"), "{dynamic}");
     let kind = run_ok(Command::new("readelf").arg("-h").arg(&exe));

@@ -149,14 +149,15 @@ fn nostd_plugin_imports_only_mem_functions() {
     assert!(!dynamic.contains("(NEEDED)"), "{dynamic}");
 }
 
-/// With `tls`, emma keeps each thread's heap in a `#[thread_local]` slot,
-/// yet the `no_std` plugin contains no call to `__tls_get_addr` (the
-/// loader's general-dynamic TLS resolver, which may call the host's
-/// `malloc`): emma reads its slot with the initial-exec model, written out
-/// in inline assembly (`mov reg, [rip + SLOT@GOTTPOFF]; mov reg,
-/// fs:[reg]`, see src/thread.rs). The library therefore has a TLS segment
-/// and the `STATIC_TLS` flag, and still loads with `dlopen` (the loader
-/// keeps spare static TLS for such libraries): the host runs it.
+/// With `tls` (emma's default), emma keeps each thread's heap in a
+/// thread-local slot per instance, yet the `no_std` plugin contains no
+/// call to `__tls_get_addr` (the loader's general-dynamic TLS resolver,
+/// which may call the host's `malloc`): emma defines the slot in assembly
+/// and reads it with the initial-exec model (`mov reg, [rip +
+/// slot@GOTTPOFF]; mov reg, fs:[reg]`, see src/thread.rs). The library
+/// therefore has a TLS segment of 8 bytes (its one instance's slot, all
+/// it asks of the loader's static TLS surplus) and the `STATIC_TLS` flag,
+/// and still loads with `dlopen`: the host runs it.
 #[test]
 fn nostd_plugin_tls_has_no_tls_get_addr() {
     let lib = nostd_plugin("tls");
@@ -176,8 +177,19 @@ fn nostd_plugin_tls_has_no_tls_get_addr() {
     assert!(!dynamic_symbols(&lib, "--undefined-only")
         .iter()
         .any(|s| s == "__tls_get_addr"));
-    let headers = run_ok(Command::new("readelf").args(["-l", "-d"]).arg(&lib));
-    assert!(headers.contains("TLS"), "no TLS segment:\n{headers}");
+    let headers = run_ok(Command::new("readelf").args(["-l", "-d", "-W"]).arg(&lib));
+    // Type Offset VirtAddr PhysAddr FileSiz MemSiz Flg Align
+    let tls: Vec<&str> = headers
+        .lines()
+        .find(|l| l.trim_start().starts_with("TLS "))
+        .unwrap_or_else(|| panic!("no TLS segment:\n{headers}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        u64::from_str_radix(tls[5].trim_start_matches("0x"), 16).unwrap(),
+        8,
+        "TLS segment size (MemSiz) is not one 8-byte slot:\n{headers}"
+    );
     assert!(
         headers.contains("STATIC_TLS"),
         "no STATIC_TLS flag:\n{headers}"

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cd examples/plugin_nostd
-//! cargo build --release [--features tls]
+//! cargo build --release [--no-default-features]
 //! nm -D --undefined-only target/release/libemma_plugin_nostd.so   # memcpy, memset, ...
 //! ```
 //!
@@ -13,15 +13,17 @@
 //! `memmove`, `memset`, `memcmp`/`bcmp`) that `core` lowers copies and
 //! comparisons to; every OS service emma needs is a raw system call.
 //!
-//! With `--features tls` emma keeps each thread's heap in a
-//! `#[thread_local]` slot, yet the library has no call to
-//! `__tls_get_addr`: emma reads the slot with the *initial-exec* model
-//! written out in inline assembly (`mov reg, [rip + SLOT@GOTTPOFF]`, then
-//! `mov reg, fs:[reg]`). The loader puts the library's TLS block in its
+//! By default (feature `tls`, as emma's) emma keeps each thread's heap in a
+//! thread-local slot of its instance, yet the library has no call to
+//! `__tls_get_addr`: emma defines the slot in assembly and reads it with
+//! the *initial-exec* model (`mov reg, [rip + slot@GOTTPOFF]`, then `mov
+//! reg, fs:[reg]`). The loader puts the library's 8-byte TLS block in its
 //! static TLS surplus (the library is flagged `STATIC_TLS`), so no thread
 //! ever calls into the loader, whose `__tls_get_addr` may call the host's
-//! `malloc`. A plain `#[thread_local]` access in a `cdylib` would use the
-//! general-dynamic model, i.e. a `__tls_get_addr` call.
+//! `malloc`. (A `#[thread_local]` static in a `cdylib` would use the
+//! general-dynamic model, i.e. a `__tls_get_addr` call.) With
+//! `--no-default-features` it has no TLS block at all and finds heaps by
+//! the thread pointer.
 
 #![no_std]
 

@@ -21,11 +21,15 @@
 //!   `#[global_allocator]`), every `tests/ui/fail/*.rs` must fail with the
 //!   compiler messages in its `.stderr` file.
 //!
-//! No caller enables a `#![feature]`, also when emma's `tls` is on.
+//! No caller enables a `#![feature]` or needs nightly Rust, in either of
+//! emma's modes: `tls` (this package's default, as emma's) and the
+//! thread-pointer mode (`--no-default-features`; the callers take emma
+//! without default features, so that this selects the mode for all).
 //!
 //! ```text
-//! cargo test -p emma-macro-tests
-//! cargo test -p emma-macro-tests --features tls
+//! cargo test -p emma-macro-tests                        # tls
+//! cargo +stable test -p emma-macro-tests                # the same on stable Rust
+//! cargo test -p emma-macro-tests --no-default-features  # thread-pointer mode
 //! TRYBUILD=overwrite cargo test -p emma-macro-tests --test ui   # refresh .stderr files
 //! ```
 

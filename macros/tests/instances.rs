@@ -136,6 +136,34 @@ fn same_name_in_two_function_bodies() {
 }
 
 #[test]
+fn instances_in_a_closure_a_method_and_a_generic_fn() {
+    // The mangled names of statics in such places carry closure, impl or
+    // generic markers; the heap slot's label is built from them.
+    struct Holder;
+    impl Holder {
+        fn heap(&self) -> impl GlobalAlloc + InstanceExt {
+            emma::emma_instance!(InMethod);
+            InMethod
+        }
+    }
+    fn generic<T>(_: T) -> impl GlobalAlloc + InstanceExt {
+        emma::emma_instance!(InGeneric);
+        InGeneric
+    }
+    let in_closure = || {
+        emma::emma_instance!(InClosure);
+        InClosure
+    };
+    assert_distinct(in_closure(), Holder.heap());
+    emma::emma_instance!(Beside);
+    assert_distinct(generic(1u8), Beside);
+    // Items in a generic function are not generic: one instance for all.
+    let p = filled_block(generic(2u16), 64, 7);
+    assert!(generic(1u8).owns(p));
+    free(generic(3u32), p, 64);
+}
+
+#[test]
 fn instance_in_a_block_expression() {
     let inner = {
         emma::emma_instance!(Inner);
@@ -211,8 +239,36 @@ fn instance_used_from_several_threads() {
 }
 
 #[test]
+fn heap_slot_is_per_thread_and_per_instance() {
+    // `Instance::heap` is hidden API: the slot's value, the empty heap
+    // until the thread's first allocation claims a real one.
+    use emma::Instance;
+    emma::emma_instance!(Slotted);
+    emma::emma_instance!(Neighbour);
+    let slot = || <Slotted as Instance>::heap() as usize;
+    let empty = std::thread::spawn(slot).join().unwrap();
+    assert_eq!(slot(), empty);
+    let p = filled_block(Slotted, 32, 8);
+    let mine = slot();
+    assert_ne!(mine, empty, "the first allocation claimed no heap");
+    assert_eq!(<Neighbour as Instance>::heap() as usize, empty);
+    std::thread::spawn(move || {
+        assert_eq!(slot(), empty, "a new thread sees another's slot");
+        let q = filled_block(Slotted, 32, 9);
+        assert_ne!(slot(), empty);
+        assert_ne!(slot(), mine, "two live threads on one heap");
+        free(Slotted, q, 32);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(slot(), mine);
+    assert_eq!(Slotted.stats().heaps, 2);
+    free(Slotted, p, 32);
+}
+
+#[test]
 fn tls_feature_reaches_the_expansion() {
-    // With `--features tls`, each instance has a `#[thread_local]` slot,
-    // and this crate still enables no `#![feature]`.
+    // With `tls` (the default), each instance has a thread-local slot
+    // defined in assembly, and this crate still enables no `#![feature]`.
     assert_eq!(<First as emma::Instance>::USES_TLS, cfg!(feature = "tls"));
 }

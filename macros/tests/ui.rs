@@ -1,8 +1,10 @@
 //! trybuild: `ui/pass/*.rs` must compile and run, `ui/fail/*.rs` must fail
 //! with the messages in their `.stderr` files (refresh them with
 //! `TRYBUILD=overwrite`). trybuild enables this package's features in the
-//! cases, so `--features tls` checks them against the `tls` expansion; no
-//! case enables a `#![feature]`.
+//! cases, so they are checked against the expansion of the mode under test
+//! (`tls` by default, `--no-default-features` for the thread-pointer mode);
+//! the `.stderr` files are the same for both, and for stable and nightly
+//! Rust. No case enables a `#![feature]`.
 
 #[test]
 fn ui() {

@@ -129,7 +129,7 @@ impl<T> Frozen<T> {
 /// The page every empty queue points to: no free blocks, ever.
 static EMPTY_PAGE: Frozen<Page> = Frozen(UnsafeCell::new(Page::empty()));
 
-/// The heap a thread starts with: every class points at [`EMPTY_PAGE`], so
+/// The heap a thread starts with: every class points at `EMPTY_PAGE`, so
 /// the first allocation falls into the slow path, which claims a real heap.
 pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
 

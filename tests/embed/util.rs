@@ -67,6 +67,16 @@ pub fn features() -> String {
     f.join(",")
 }
 
+/// Selects exactly `features` (a `--features` value, possibly empty):
+/// default features off, since `tls` is one of them and a test built
+/// without it must build its artifacts without it too.
+fn feature_args(cmd: &mut Command, features: &str) {
+    cmd.arg("--no-default-features");
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+}
+
 /// Runs `cmd`, panics with its output unless it succeeds; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
@@ -130,10 +140,7 @@ pub fn example_cdylib(name: &str) -> PathBuf {
         cmd.args(["build", "--quiet", "--profile", &profile, "--example", name])
             .arg("--target-dir")
             .arg(&target);
-        let f = features();
-        if !f.is_empty() {
-            cmd.args(["--features", &f]);
-        }
+        feature_args(&mut cmd, &features());
         run_ok(&mut cmd);
         let so = target
             .join(dir)
@@ -145,7 +152,7 @@ pub fn example_cdylib(name: &str) -> PathBuf {
 }
 
 /// Builds the crate in `examples/<dir>` (a separate workspace) in release
-/// mode with `features`, into `target/embed/<dir>[-features]`; returns
+/// mode with exactly `features`, into `target/embed/<dir>[-features]`; returns
 /// that target directory.
 pub fn nested_crate(dir: &str, features: &str) -> PathBuf {
     once(format!("crate:{dir}:{features}"), || {
@@ -160,9 +167,7 @@ pub fn nested_crate(dir: &str, features: &str) -> PathBuf {
             .arg(root().join("examples").join(dir).join("Cargo.toml"))
             .arg("--target-dir")
             .arg(&target);
-        if !features.is_empty() {
-            cmd.args(["--features", features]);
-        }
+        feature_args(&mut cmd, features);
         run_ok(&mut cmd);
         target.join("release")
     })

@@ -18,19 +18,21 @@
 //! ./target/release/emma-freestanding panic     # exit status 101
 //! ```
 //!
-//! # The thread pointer
+//! # The thread pointer and the TLS block
 //! emma tells threads apart by the thread pointer: it reads `fs:[0]`, which
 //! the x86_64 TLS ABI defines as a pointer to the thread control block
-//! (TCB) itself. Every libc sets this up before `main`; a program without
+//! (TCB) itself. In its default `tls` mode it also keeps each thread's heap
+//! in a thread-local slot, which lives in the thread's TLS block, just
+//! below the TCB. Every libc sets both up before `main`; a program without
 //! libc must do it itself *before its first allocation*: here, a static
-//! TCB whose first word points to itself, installed with
-//! `arch_prctl(ARCH_SET_FS, &tcb)`, and one TCB per thread, passed to
-//! `clone` with `CLONE_SETTLS`.
+//! area for the main thread and one per thread (passed to `clone` with
+//! `CLONE_SETTLS`), each a TLS block initialised from the executable's
+//! `PT_TLS` segment followed by a TCB whose first word points to itself,
+//! installed with `arch_prctl(ARCH_SET_FS, &tcb)`.
 //!
-//! Build emma *without* its `tls` feature for such a program: with `tls`,
-//! emma's heap slot is a `#[thread_local]` variable, whose storage sits
-//! below the TCB and would have to be laid out from the executable's
-//! `PT_TLS` segment (which is what a libc does).
+//! Built with `--no-default-features` (emma's thread-pointer mode), the
+//! program has no TLS block to lay out (its `PT_TLS` segment is absent)
+//! and emma finds heaps by the thread pointer alone.
 //!
 //! The build script (build.rs) links with `-nostartfiles -nostdlib -static
 //! -no-pie`; `panic = "abort"` is set in Cargo.toml.
@@ -280,20 +282,98 @@ struct Tcb {
     _reserved: [usize; 7],
 }
 
-/// The main thread's TCB.
-static mut MAIN_TCB: Tcb = Tcb {
-    this: core::ptr::null_mut(),
-    _reserved: [0; 7],
-};
+/// Room for the program's TLS block (its `PT_TLS` segment: emma's heap
+/// slot, 8 bytes per instance) below each TCB.
+const TLS_ROOM: usize = 256;
 
-/// Points `fs` at `tcb` after making its first word point to itself.
+/// A thread's TLS block and TCB, laid out as the x86_64 TLS ABI wants
+/// (variant II): the block ends where the TCB starts, and the linker
+/// resolved every TLS access to a negative offset from the TCB.
+#[repr(C, align(64))]
+struct ThreadArea {
+    tls: [u8; TLS_ROOM],
+    tcb: Tcb,
+}
+
+impl ThreadArea {
+    const fn new() -> ThreadArea {
+        ThreadArea {
+            tls: [0; TLS_ROOM],
+            tcb: Tcb {
+                this: core::ptr::null_mut(),
+                _reserved: [0; 7],
+            },
+        }
+    }
+}
+
+/// The main thread's TLS block and TCB.
+static mut MAIN_AREA: ThreadArea = ThreadArea::new();
+
+unsafe extern "C" {
+    /// The ELF header, mapped with the program headers (the linker defines
+    /// this symbol).
+    static __ehdr_start: u8;
+}
+
+/// The program's TLS initialisation image and the size of its TLS block,
+/// from the `PT_TLS` program header (no TLS: an empty image, size 0).
+fn tls_image() -> (&'static [u8], usize) {
+    const PT_TLS: u32 = 7;
+    let ehdr = &raw const __ehdr_start;
+    // SAFETY: the ELF header and the program headers it points to are
+    // mapped for the whole run (the linker placed them in a loaded segment,
+    // or it would not define `__ehdr_start`); in a static non-PIE
+    // executable `p_vaddr` is the image's address.
+    unsafe {
+        let phoff = (ehdr.add(32) as *const u64).read_unaligned() as usize;
+        let phentsize = (ehdr.add(54) as *const u16).read_unaligned() as usize;
+        let phnum = (ehdr.add(56) as *const u16).read_unaligned() as usize;
+        for i in 0..phnum {
+            let ph = ehdr.add(phoff + i * phentsize);
+            let field = |off: usize| (ph.add(off) as *const u64).read_unaligned() as usize;
+            if (ph as *const u32).read_unaligned() == PT_TLS {
+                let (vaddr, filesz, memsz, align) = (field(16), field(32), field(40), field(48));
+                let size = memsz.next_multiple_of(align.max(1));
+                assert!(size <= TLS_ROOM && align <= 64, "TLS block too large");
+                return (
+                    core::slice::from_raw_parts(vaddr as *const u8, filesz),
+                    size,
+                );
+            }
+        }
+    }
+    (&[], 0)
+}
+
+/// Copies the TLS image into the end of `(*area).tls` (the rest is zero,
+/// as `.tbss` wants) and points the TCB at itself: what a libc does for
+/// every thread. Returns the TCB.
 ///
 /// # Safety
-/// `tcb` lives as long as the calling thread.
+/// `area` is valid for writes, not yet any thread's, and nothing else
+/// refers to it during the call.
+unsafe fn init_area(area: *mut ThreadArea) -> *mut Tcb {
+    let (image, size) = tls_image();
+    let start = TLS_ROOM - size;
+    // SAFETY: per contract; the image (`p_filesz <= p_memsz`) fits in
+    // `size`, which `tls_image` checked against `TLS_ROOM`.
+    unsafe {
+        let tls = (&raw mut (*area).tls).cast::<u8>();
+        core::ptr::copy_nonoverlapping(image.as_ptr(), tls.add(start), image.len());
+        let tcb = &raw mut (*area).tcb;
+        (*tcb).this = tcb;
+        tcb
+    }
+}
+
+/// Points `fs` at `tcb`, whose first word points to itself.
+///
+/// # Safety
+/// `tcb` and the TLS block below it live as long as the calling thread.
 unsafe fn set_thread_pointer(tcb: *mut Tcb) {
     // SAFETY: per contract; ARCH_SET_FS takes the new fs base.
     unsafe {
-        (*tcb).this = tcb;
         let r = syscall3(SYS_ARCH_PRCTL, ARCH_SET_FS, tcb as usize, 0);
         assert!(r == 0, "arch_prctl(ARCH_SET_FS) failed");
     }
@@ -303,7 +383,7 @@ unsafe fn set_thread_pointer(tcb: *mut Tcb) {
 /// the parent until the thread has exited.
 struct Thread {
     stack: Vec<u8>,
-    _tcb: Box<Tcb>,
+    _area: Box<ThreadArea>,
     /// Cleared by the kernel, with a futex wake, when the thread exits
     /// (`CLONE_CHILD_CLEARTID`).
     tid: Box<AtomicU32>,
@@ -340,11 +420,9 @@ fn spawn(f: extern "C" fn(usize) -> i32, arg: usize, stack_size: usize) -> Threa
         | 0x100000 // CLONE_PARENT_SETTID
         | 0x200000; // CLONE_CHILD_CLEARTID
     let mut stack = alloc::vec![0u8; stack_size];
-    let mut tcb = Box::new(Tcb {
-        this: core::ptr::null_mut(),
-        _reserved: [0; 7],
-    });
-    tcb.this = &mut *tcb;
+    let mut area = Box::new(ThreadArea::new());
+    // SAFETY: a new area, owned by `area`.
+    let tcb = unsafe { init_area(&mut *area) };
     let tid = Box::new(AtomicU32::new(0));
     // The new thread starts at `thread_start` with `rsp` = `top`, which
     // holds `arg` then `f` (popped by `thread_start`); `top + 16` is
@@ -372,7 +450,7 @@ fn spawn(f: extern "C" fn(usize) -> i32, arg: usize, stack_size: usize) -> Threa
             in("rsi") top,
             in("rdx") tid.as_ptr(),
             in("r10") tid.as_ptr(),
-            in("r8") &*tcb as *const Tcb,
+            in("r8") tcb,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack)
@@ -381,7 +459,7 @@ fn spawn(f: extern "C" fn(usize) -> i32, arg: usize, stack_size: usize) -> Threa
     assert!(ret > 0, "clone failed: {ret}");
     Thread {
         stack,
-        _tcb: tcb,
+        _area: area,
         tid,
     }
 }
@@ -451,9 +529,10 @@ extern "C" fn worker(n: usize) -> i32 {
 }
 
 extern "C" fn entry(sp: *const usize) -> ! {
-    // Before anything allocates: give this thread a thread pointer.
-    // SAFETY: MAIN_TCB lives for the whole program.
-    unsafe { set_thread_pointer(&raw mut MAIN_TCB) };
+    // Before anything allocates: give this thread its TLS block and
+    // thread pointer.
+    // SAFETY: MAIN_AREA lives for the whole program and is used only here.
+    unsafe { set_thread_pointer(init_area(&raw mut MAIN_AREA)) };
 
     // SAFETY: the kernel's initial stack: argc, then argc pointers.
     let args: Vec<&[u8]> = unsafe {

@@ -12,8 +12,9 @@ emma::emma_instance!(Heap);
 static GLOBAL: Heap = Heap::new();
 
 fn main() {
-    // trybuild forwards this package's features: with `tls` the expansion
-    // holds a `#[thread_local]` static, still without a feature gate here.
+    // trybuild forwards this package's features: with `tls` (the default)
+    // the expansion defines a thread-local slot with `global_asm!` and
+    // reads it with `asm!`, still without `unsafe` or a feature gate here.
     assert_eq!(<Heap as emma::Instance>::USES_TLS, cfg!(feature = "tls"));
 
     let v: Vec<u64> = (0..1000).collect();
