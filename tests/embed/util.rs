@@ -64,6 +64,9 @@ pub fn features() -> String {
     if cfg!(feature = "boundary-checks") {
         f.push("boundary-checks");
     }
+    if cfg!(feature = "hardened") {
+        f.push("hardened");
+    }
     f.join(",")
 }
 
