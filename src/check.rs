@@ -122,27 +122,15 @@ mod enabled {
                 return true;
             }
             if (*seg).kind == Kind::Small as u32 {
-                if (p as usize) - (seg as usize) < SLICE_SIZE {
-                    fatal("pointer into segment metadata: not a block", p);
+                // Only the start of a live block has its bit set: one load
+                // proves the pointer good; the rest is diagnosis.
+                let live = (p as usize) - (seg as usize) >= SLICE_SIZE
+                    && (p as usize).is_multiple_of(GRANULE)
+                    && bit(p).0.load(Ordering::Relaxed) & bit(p).1 != 0;
+                if !live {
+                    not_live(seg.cast(), p);
                 }
                 let page = Segment::page_of(seg.cast(), p);
-                if (*page).slice_count == 0 {
-                    fatal("stale pointer: its page holds no blocks", p);
-                }
-                if !(*page).is_block_start(p) {
-                    fatal(
-                        if (p as usize).is_multiple_of(crate::size_class::MIN_ALIGN) {
-                            "interior pointer: not the start of a block"
-                        } else {
-                            "misaligned pointer: not the start of a block"
-                        },
-                        p,
-                    );
-                }
-                let (w, m) = bit(p);
-                if w.load(Ordering::Relaxed) & m == 0 {
-                    fatal("double free (block is not live)", p);
-                }
                 if let Some((size, align)) = layout.filter(|_| LAYOUTS) {
                     check_layout(
                         p,
@@ -171,11 +159,38 @@ mod enabled {
         false
     }
 
+    /// Reports what is wrong with `p`, a pointer into small segment `seg`
+    /// that is not the start of a live block.
+    #[cold]
+    fn not_live(seg: *mut Segment, p: *mut u8) -> ! {
+        if (p as usize) - (seg as usize) < SLICE_SIZE {
+            fatal("pointer into segment metadata: not a block", p);
+        }
+        // SAFETY: `p` lies in a live segment of ours, past its metadata.
+        let page = unsafe { &*Segment::page_of(seg, p) };
+        if page.slice_count == 0 {
+            fatal("stale pointer: its page holds no blocks", p);
+        }
+        if !page.is_block_start(p) {
+            fatal(
+                if (p as usize).is_multiple_of(crate::size_class::MIN_ALIGN) {
+                    "interior pointer: not the start of a block"
+                } else {
+                    "misaligned pointer: not the start of a block"
+                },
+                p,
+            );
+        }
+        fatal("double free (block is not live)", p)
+    }
+
     fn check_layout(p: *mut u8, size: usize, align: usize, block: usize, class: usize) {
         if size == 0 || !align.is_power_of_two() {
             fatal("bad layout: zero size or alignment not a power of two", p);
         }
-        if !(p as usize).is_multiple_of(align) || size > block {
+        // What the block holds for the caller (`hardened` keeps a slack).
+        let room = block - crate::harden::SLACK;
+        if !(p as usize).is_multiple_of(align) || size > room {
             fatal(
                 "layout does not match the allocation (size or alignment)",
                 p,
@@ -183,12 +198,13 @@ mod enabled {
         }
         // The block's class must be what `size` asks for, unless an in-place
         // realloc shrank it (then the block is at most twice the size).
-        let expected = if size <= MAX_CLASS_SIZE {
-            class_of_aligned(size, align.max(16))
+        let padded = size + crate::harden::SLACK;
+        let expected = if padded <= MAX_CLASS_SIZE {
+            class_of_aligned(padded, align.max(16))
         } else {
             None
         };
-        if expected != Some(class) && size * 2 < block && block > 128 {
+        if expected != Some(class) && size * 2 < room && room > 128 {
             fatal("layout does not match the allocation (size class)", p);
         }
     }

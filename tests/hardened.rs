@@ -23,9 +23,32 @@ use std::process::Command;
 
 emma::emma_instance!(Hard);
 
-/// The preload library the C cases run under: the one place that names it.
+/// The preload library the C cases and the real programs run under, built
+/// with this test's profile and features (`hardened` among them) into a
+/// target directory of its own: the one place that names it.
 fn preload_lib() -> PathBuf {
-    util::example_cdylib("preload")
+    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    LIB.get_or_init(|| {
+        let (profile, dir) = util::profile();
+        let target = util::embed_dir().join("emma-hardened");
+        let mut features = vec!["hardened"];
+        if cfg!(feature = "tls") {
+            features.push("tls");
+        }
+        if cfg!(feature = "boundary-checks") {
+            features.push("boundary-checks");
+        }
+        util::run_ok(
+            Command::new(env!("CARGO"))
+                .current_dir(util::root())
+                .args(["build", "--quiet", "--profile", &profile])
+                .args(["--example", "preload", "--features", &features.join(",")])
+                .arg("--target-dir")
+                .arg(&target),
+        );
+        target.join(dir).join("examples/libpreload.so")
+    })
+    .clone()
 }
 
 /// The misuse program.

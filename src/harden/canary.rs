@@ -17,9 +17,10 @@ use super::{corrupted, Keys, JUNK};
 pub const SLACK: usize = if super::ENABLED { TRAILER + 1 } else { 0 };
 /// Bytes of the trailer.
 const TRAILER: usize = 4;
-/// Canary bytes checked after the requested size (the rest of a long slack
-/// is not: an overflow that runs past the end crosses these first).
-pub const CANARY_MAX: usize = 64;
+/// Canary bytes after the requested size (the rest of a long slack is not
+/// checked: an overflow that runs past the end crosses these first). One
+/// word: written and checked with one unaligned access.
+pub const CANARY_MAX: usize = 8;
 
 /// The canary byte for the block at `p`: never zero or [`JUNK`], so
 /// neither a string terminator nor untouched junk passes for it.
@@ -41,10 +42,16 @@ fn canary_byte(secret: usize) -> u8 {
 pub unsafe fn seal(p: *mut u8, n: usize, raw: usize, keys: Keys) {
     let secret = keys.block_secret(p as usize);
     let end = raw - TRAILER;
+    let c = canary_byte(secret);
     // SAFETY: per contract `n < end <= raw`.
     unsafe {
-        p.add(n)
-            .write_bytes(canary_byte(secret), (end - n).min(CANARY_MAX));
+        if end - n >= CANARY_MAX {
+            p.add(n)
+                .cast::<u64>()
+                .write_unaligned(u64::from_ne_bytes([c; 8]));
+        } else {
+            p.add(n).write_bytes(c, end - n);
+        }
         p.add(end)
             .cast::<u32>()
             .write_unaligned((raw - n) as u32 ^ (secret >> 32) as u32);
@@ -71,10 +78,17 @@ pub unsafe fn requested(p: *mut u8, raw: usize, keys: Keys) -> usize {
     }
     let n = raw - slack;
     let c = canary_byte(secret);
-    let len = (end - n).min(CANARY_MAX);
-    // SAFETY: `n + len <= end < raw`: inside the block.
-    let tail = unsafe { core::slice::from_raw_parts(p.add(n), len) };
-    if tail.iter().any(|&b| b != c) {
+    // SAFETY: `n < end < raw`: the canary lies inside the block.
+    let intact = unsafe {
+        if end - n >= CANARY_MAX {
+            p.add(n).cast::<u64>().read_unaligned() == u64::from_ne_bytes([c; 8])
+        } else {
+            core::slice::from_raw_parts(p.add(n), end - n)
+                .iter()
+                .all(|&b| b == c)
+        }
+    };
+    if !intact {
         corrupted("heap overflow: a write past the end of a block", p);
     }
     n

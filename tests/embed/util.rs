@@ -64,9 +64,6 @@ pub fn features() -> String {
     if cfg!(feature = "boundary-checks") {
         f.push("boundary-checks");
     }
-    if cfg!(feature = "hardened") {
-        f.push("hardened");
-    }
     f.join(",")
 }
 
