@@ -98,14 +98,15 @@ fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8
     if p.is_null() {
         return p;
     }
-    // SAFETY: a fresh block of at least `padded` bytes. Small blocks come
-    // junk-filled from their page; a reused huge mapping does not.
+    // SAFETY: a fresh block of at least `padded` bytes. Blocks come
+    // junk-filled (their first `JUNK_SPAN` bytes) from their page; a reused
+    // huge mapping gets the same.
     unsafe {
         let (raw, keys) = block_meta(p);
         if zero && !clean {
             ptr::write_bytes(p, 0, size);
         } else if !zero && !clean && !is_small(segment_of(p)) {
-            ptr::write_bytes(p, harden::JUNK, size);
+            ptr::write_bytes(p, harden::JUNK, size.min(harden::JUNK_SPAN));
         }
         harden::canary::seal(p, size, raw, keys);
     }
@@ -305,7 +306,7 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
         if !is_small(segment_of(p)) {
             return free_unchecked::<I>(p);
         }
-        p.write_bytes(harden::JUNK, raw);
+        p.write_bytes(harden::JUNK, raw.min(harden::JUNK_SPAN));
         let h = I::heap();
         if raw > harden::quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);
