@@ -1,8 +1,9 @@
 //! The end-of-block canary (`hardened`): every request is served with
 //! [`SLACK`] extra bytes. The last 4 bytes of the block (the *trailer*)
 //! hold how many bytes follow the requested size, masked with a per-block
-//! secret; up to [`CANARY_MAX`] bytes right after the requested size hold
-//! a canary byte derived from the same secret. Free, realloc and
+//! secret; the [`CANARY`] bytes right after the requested size hold a
+//! canary byte derived from the same secret (one unaligned word: written
+//! and checked with one access each, no loop). Free, realloc and
 //! `malloc_usable_size` decode the trailer (so the requested size is
 //! known, and reported as the usable size: a correct program never writes
 //! into the canary) and check the canary, so a write past the end, even by
@@ -13,14 +14,13 @@
 
 use super::{corrupted, Keys, JUNK};
 
-/// Bytes added to every request: the trailer and at least one canary byte.
-pub const SLACK: usize = if super::ENABLED { TRAILER + 1 } else { 0 };
+/// Bytes added to every request: the canary and the trailer.
+pub const SLACK: usize = if super::ENABLED { CANARY + TRAILER } else { 0 };
 /// Bytes of the trailer.
 const TRAILER: usize = 4;
-/// Canary bytes after the requested size (the rest of a long slack is not
-/// checked: an overflow that runs past the end crosses these first). One
-/// word: written and checked with one unaligned access.
-pub const CANARY_MAX: usize = 8;
+/// Canary bytes after the requested size (the rest of a longer slack is
+/// not checked: an overflow that runs past the end crosses these first).
+pub const CANARY: usize = 8;
 
 /// The canary byte for the block at `p`: never zero or [`JUNK`], so
 /// neither a string terminator nor untouched junk passes for it.
@@ -43,15 +43,11 @@ pub unsafe fn seal(p: *mut u8, n: usize, raw: usize, keys: Keys) {
     let secret = keys.block_secret(p as usize);
     let end = raw - TRAILER;
     let c = canary_byte(secret);
-    // SAFETY: per contract `n < end <= raw`.
+    // SAFETY: per contract `n + CANARY <= end <= raw`.
     unsafe {
-        if end - n >= CANARY_MAX {
-            p.add(n)
-                .cast::<u64>()
-                .write_unaligned(u64::from_ne_bytes([c; 8]));
-        } else {
-            p.add(n).write_bytes(c, end - n);
-        }
+        p.add(n)
+            .cast::<u64>()
+            .write_unaligned(u64::from_ne_bytes([c; 8]));
         p.add(end)
             .cast::<u32>()
             .write_unaligned((raw - n) as u32 ^ (secret >> 32) as u32);
@@ -67,10 +63,10 @@ pub unsafe fn seal(p: *mut u8, n: usize, raw: usize, keys: Keys) {
 pub unsafe fn requested(p: *mut u8, raw: usize, keys: Keys) -> usize {
     let secret = keys.block_secret(p as usize);
     let end = raw - TRAILER;
-    // SAFETY: per contract the trailer lies in the block.
+    // SAFETY: per contract the trailer lies in the block (`raw >= SLACK`).
     let slack = unsafe { p.add(end).cast::<u32>().read_unaligned() } ^ (secret >> 32) as u32;
     let slack = slack as usize;
-    if slack <= TRAILER || slack > raw {
+    if slack < CANARY + TRAILER || slack > raw {
         corrupted(
             "heap overflow: the size trailer at the end of a block was overwritten",
             p,
@@ -78,16 +74,8 @@ pub unsafe fn requested(p: *mut u8, raw: usize, keys: Keys) -> usize {
     }
     let n = raw - slack;
     let c = canary_byte(secret);
-    // SAFETY: `n < end < raw`: the canary lies inside the block.
-    let intact = unsafe {
-        if end - n >= CANARY_MAX {
-            p.add(n).cast::<u64>().read_unaligned() == u64::from_ne_bytes([c; 8])
-        } else {
-            core::slice::from_raw_parts(p.add(n), end - n)
-                .iter()
-                .all(|&b| b == c)
-        }
-    };
+    // SAFETY: `n + CANARY <= end < raw`: the canary lies inside the block.
+    let intact = unsafe { p.add(n).cast::<u64>().read_unaligned() } == u64::from_ne_bytes([c; 8]);
     if !intact {
         corrupted("heap overflow: a write past the end of a block", p);
     }
