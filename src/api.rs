@@ -6,6 +6,7 @@
 //! slow paths take `&'static InstanceState` and exist once.
 
 use crate::check;
+use crate::harden::{self, Keys};
 use crate::heap::{Heap, HUGE_OWNER};
 use crate::huge::{self, HugeHeader};
 use crate::instance::InstanceState;
@@ -52,13 +53,73 @@ fn is_mine<I: Instance>(owner: *mut Heap) -> bool {
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null if no
-/// memory could be had. `size` 0 gets the smallest block.
+/// memory could be had. `size` 0 gets the smallest block (with `hardened`,
+/// a block where any access faults).
+#[inline(always)]
+pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if harden::ENABLED {
+        return alloc_hardened::<I>(size, align, false);
+    }
+    alloc_plain::<I>(size, align)
+}
+
+/// Whether `h` (the calling thread's slot) is a real heap the calling
+/// thread owns: only then may a hardened path use its quarantine.
+#[inline]
+fn own_heap(h: *mut Heap) -> bool {
+    // SAFETY: a real heap of the instance, which outlives its blocks.
+    !Heap::is_empty_heap(h)
+        && unsafe { (*h).owner_tp.load(Ordering::Relaxed) } == thread::thread_pointer()
+}
+
+/// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
+/// size trailer; junk (or zeros with `zero`) in what the caller gets.
+#[inline(never)]
+fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if size == 0 && align <= MIN_ALIGN {
+        let mut h = I::heap();
+        if !own_heap(h) {
+            h = heap_for_slow::<I>();
+        }
+        if !h.is_null() {
+            // SAFETY: the calling thread's own heap.
+            let p = harden::zero::alloc(I::state(), unsafe { &mut (*h).quarantine });
+            if !p.is_null() {
+                return p;
+            }
+        }
+    }
+    let padded = size.saturating_add(harden::SLACK);
+    let (p, clean) = if padded > MAX_CLASS_SIZE || align > SLICE_SIZE {
+        alloc_huge::<I>(padded, align)
+    } else {
+        (alloc_plain::<I>(padded, align), false)
+    };
+    if p.is_null() {
+        return p;
+    }
+    // SAFETY: a fresh block of at least `padded` bytes. Blocks come
+    // junk-filled (their first `JUNK_SPAN` bytes) from their page; a reused
+    // huge mapping gets the same.
+    unsafe {
+        let (raw, keys) = block_meta(p);
+        if zero && !clean {
+            ptr::write_bytes(p, 0, size);
+        } else if !zero && !clean && !is_small(segment_of(p)) {
+            ptr::write_bytes(p, harden::JUNK, size.min(harden::JUNK_SPAN));
+        }
+        harden::canary::seal(p, size, raw, keys);
+    }
+    p
+}
+
+/// The allocation proper (no hardening).
 ///
 /// Fast path for small sizes: a table lookup for the class, the TLS load,
 /// and [`Heap::alloc`]'s pop. Larger sizes compute the class arithmetically
 /// ([`alloc_medium`]); over-aligned and huge requests go to the slow path.
 #[inline(always)]
-pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
+fn alloc_plain<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if size <= SMALL_SIZE_MAX && align <= MIN_ALIGN {
         let c = class_of(size);
         // SAFETY: `I::heap()` is the calling thread's heap or the empty one.
@@ -159,6 +220,9 @@ fn alloc_huge<I: Instance>(size: usize, align: usize) -> (*mut u8, bool) {
 /// again.
 #[inline]
 pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if harden::ENABLED {
+        return alloc_hardened::<I>(size, align, true);
+    }
     if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
         let (p, zero) = alloc_huge::<I>(size, align);
         if !p.is_null() && !zero {
@@ -191,9 +255,11 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
-    check::on_dealloc::<I>(p, Some((size, align)));
+    if check::on_dealloc::<I>(p, Some((size, align))) {
+        return;
+    }
     // SAFETY: forwarded contract.
-    unsafe { free_unchecked::<I>(p) }
+    unsafe { release::<I>(p) }
 }
 
 /// Frees `p` without knowing its size (the C `free`).
@@ -202,9 +268,54 @@ pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn free<I: Instance>(p: *mut u8) {
-    check::on_dealloc::<I>(p, None);
+    if check::on_dealloc::<I>(p, None) {
+        return;
+    }
     // SAFETY: forwarded contract.
-    unsafe { free_unchecked::<I>(p) }
+    unsafe { release::<I>(p) }
+}
+
+/// Frees a checked block: with `hardened` through [`free_hardened`].
+///
+/// # Safety
+/// `p` is a live block of instance `I` (already marked free by the
+/// checks), not used after the call.
+#[inline(always)]
+unsafe fn release<I: Instance>(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if harden::ENABLED {
+            free_hardened::<I>(p)
+        } else {
+            free_unchecked::<I>(p)
+        }
+    }
+}
+
+/// `hardened` free: the end canary is checked, a small block is filled
+/// with junk and waits in the calling thread's quarantine.
+///
+/// # Safety
+/// As for [`release`].
+#[inline(never)]
+unsafe fn free_hardened<I: Instance>(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let (raw, keys) = block_meta(p);
+        harden::canary::requested(p, raw, keys);
+        if !is_small(segment_of(p)) {
+            return free_unchecked::<I>(p);
+        }
+        p.write_bytes(harden::JUNK, raw.min(harden::JUNK_SPAN));
+        let h = I::heap();
+        if raw > harden::quarantine::BLOCK_MAX || !own_heap(h) {
+            return free_unchecked::<I>(p);
+        }
+        let q = harden::quarantine::admit(h, p);
+        if !q.is_null() {
+            harden::quarantine::release(h, q);
+        }
+    }
 }
 
 /// The free fast path: mask to the segment, then a local push or a remote
@@ -234,19 +345,40 @@ unsafe fn free_huge<I: Instance>(h: *mut HugeHeader) {
     unsafe { huge::free(&st.store, h) }
 }
 
-/// Bytes usable in block `p` (at least what was requested).
+/// Bytes usable in block `p`: at least what was requested; with
+/// `hardened` exactly that (after checking the end canary).
 ///
 /// # Safety
 /// `p` is a live block of instance `I`.
 #[inline]
 pub unsafe fn usable_size(p: *mut u8) -> usize {
+    // SAFETY: per contract.
+    unsafe {
+        let (raw, keys) = block_meta(p);
+        if harden::ENABLED {
+            harden::canary::requested(p, raw, keys)
+        } else {
+            raw
+        }
+    }
+}
+
+/// The size of block `p` and the keys of its end canary (the page's, or
+/// derived from a huge block's header address).
+///
+/// # Safety
+/// `p` is a live block.
+#[inline(always)]
+unsafe fn block_meta(p: *mut u8) -> (usize, Keys) {
     let seg = segment_of(p);
     // SAFETY: per contract.
     unsafe {
         if is_small(seg) {
-            (*Segment::page_of(seg.cast(), p)).block_size as usize
+            let page = Segment::page_of(seg.cast(), p);
+            ((*page).block_size as usize, (*page).keys)
         } else {
-            (*seg.cast::<HugeHeader>()).usable()
+            let h = seg.cast::<HugeHeader>();
+            ((*h).usable(), Keys { k: h as usize }.tweak(0))
         }
     }
 }
@@ -265,24 +397,38 @@ pub unsafe fn realloc<I: Instance>(
     layout: Option<(usize, usize)>,
     new_size: usize,
 ) -> *mut u8 {
-    check::validate::<I>(p, layout);
+    let zero = check::validate::<I>(p, layout);
     let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
+    if zero {
+        harden::zero::check(p, false);
+        let q = alloc::<I>(new_size, align);
+        if !q.is_null() {
+            harden::zero::check(p, true);
+        }
+        return q;
+    }
     let seg = segment_of(p);
     // SAFETY: per contract.
     unsafe {
         let usable = usable_size(p);
+        // What the block could hold (less the hardened slack).
+        let room = block_meta(p).0 - harden::SLACK;
         if is_small(seg) {
             // Stay if the block fits and is not more than twice too big
             // (blocks of the linear classes always stay when shrinking).
-            if new_size <= usable && (new_size * 2 >= usable || usable <= 128) {
-                return p;
+            if new_size <= room && (new_size * 2 >= room || room <= 128) {
+                return resized(p, new_size);
             }
         } else if new_size > MAX_CLASS_SIZE || align > SLICE_SIZE {
             let st = I::state();
             st.enter();
-            let q = huge::realloc(&st.store, seg.cast(), new_size);
+            let q = huge::realloc(
+                &st.store,
+                seg.cast(),
+                new_size.saturating_add(harden::SLACK),
+            );
             if !q.is_null() {
-                return q;
+                return resized(q, new_size);
             }
         }
         let q = alloc::<I>(new_size, align);
@@ -291,9 +437,26 @@ pub unsafe fn realloc<I: Instance>(
         }
         ptr::copy_nonoverlapping(p, q, usable.min(new_size));
         check::on_free(p);
-        free_unchecked::<I>(p);
+        release::<I>(p);
         q
     }
+}
+
+/// Block `p` resized in place to `n` bytes: with `hardened`, its canary and
+/// trailer move.
+///
+/// # Safety
+/// `p` is a live block with room for `n + SLACK` bytes.
+#[inline]
+unsafe fn resized(p: *mut u8, n: usize) -> *mut u8 {
+    if harden::ENABLED {
+        // SAFETY: per contract.
+        unsafe {
+            let (raw, keys) = block_meta(p);
+            harden::canary::seal(p, n, raw, keys);
+        }
+    }
+    p
 }
 
 /// Whether `p` points into memory of instance `I`. Safe for any value.

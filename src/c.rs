@@ -18,6 +18,8 @@
 //! `__errno_location`). `free` never touches `errno`.
 
 use crate::api::{self, Instance};
+use crate::check;
+use crate::harden;
 use crate::size_class::MIN_ALIGN;
 use crate::sys::PAGE_SIZE;
 use core::ptr;
@@ -173,7 +175,9 @@ pub fn pvalloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
     }
 }
 
-/// `malloc_usable_size(p)`: 0 for null.
+/// `malloc_usable_size(p)`: 0 for null. With `hardened` the size that was
+/// requested (so no correct program writes into the end canary), and a bad
+/// pointer aborts (also with `boundary-checks`).
 ///
 /// # Safety
 /// `p` is null or a live block of instance `I`.
@@ -181,8 +185,88 @@ pub fn pvalloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
 pub unsafe fn malloc_usable_size<I: Instance>(p: *mut u8) -> usize {
     if p.is_null() {
         0
+    } else if check::validate::<I>(p, None) {
+        harden::zero::check(p, false);
+        0
     } else {
         // SAFETY: forwarded contract.
         unsafe { api::usable_size(p) }
+    }
+}
+
+/// C23 `free_sized(p, size)` and C++ sized `operator delete`: `size` must
+/// be what `p` was allocated with. With `hardened` that is checked exactly
+/// (a size of 0 also matches a 1-byte block: C++ runtimes turn `new` of 0
+/// bytes into `malloc(1)`); with `boundary-checks` alone, against the
+/// block's size class. Without either, a plain `free`.
+///
+/// # Safety
+/// As for [`free`].
+#[inline]
+pub unsafe fn free_sized<I: Instance, E: ErrnoSink>(p: *mut u8, size: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { free_aligned_sized::<I, E>(p, MIN_ALIGN, size) }
+}
+
+/// C++ aligned `operator delete(p, align)`: with the checks, `p` must be
+/// aligned to `align`.
+///
+/// # Safety
+/// As for [`free`].
+#[inline]
+pub unsafe fn free_aligned<I: Instance>(p: *mut u8, align: usize) {
+    if check::ENABLED && !p.is_null() {
+        check_aligned(p, align);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free::<I>(p) }
+}
+
+/// C23 `free_aligned_sized(p, align, size)` and C++ sized aligned
+/// `operator delete`: both [`free_sized`]'s and [`free_aligned`]'s checks.
+///
+/// # Safety
+/// As for [`free`].
+#[inline]
+pub unsafe fn free_aligned_sized<I: Instance, E: ErrnoSink>(p: *mut u8, align: usize, size: usize) {
+    if check::ENABLED && !p.is_null() {
+        check_aligned(p, align);
+        // SAFETY: forwarded contract.
+        unsafe { check_size::<I>(p, align, size) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { free::<I>(p) }
+}
+
+#[cold]
+fn check_aligned(p: *mut u8, align: usize) {
+    if !align.is_power_of_two() || !(p as usize).is_multiple_of(align) {
+        check::fatal(
+            "aligned free: the pointer does not have the alignment given",
+            p,
+        );
+    }
+}
+
+/// Checks that live block `p` was allocated with `size` bytes.
+///
+/// # Safety
+/// `p` is a live block of `I` (which the checks verify first).
+#[inline(never)]
+unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
+    if !harden::ENABLED {
+        // Size-class bounds only.
+        check::validate::<I>(p, Some((size.max(1), align.max(MIN_ALIGN))));
+        return;
+    }
+    let n = if check::validate::<I>(p, None) {
+        harden::zero::check(p, false);
+        0
+    } else {
+        // SAFETY: validated: a live block of ours.
+        unsafe { api::usable_size(p) }
+    };
+    if n != size && !(size == 0 && n == 1) {
+        check::fatal("sized free: the size does not match the allocation", p);
     }
 }

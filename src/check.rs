@@ -1,5 +1,12 @@
-//! Boundary checks (feature `boundary-checks`): misuse at the API boundary
-//! ends the process with a message naming the problem and the pointer.
+//! Pointer checks (features `boundary-checks` and `hardened`): misuse at
+//! the API boundary ends the process with a message naming the problem and
+//! the pointer.
+//!
+//! Both features check every pointer given to free, realloc and
+//! `malloc_usable_size` (double free, interior, misaligned, stale, foreign
+//! and wrong-instance pointers); `boundary-checks` adds the layout checks
+//! of `GlobalAlloc` (zero size, size, class and alignment mismatches),
+//! which `hardened` replaces by the exact requested size it keeps.
 //!
 //! A `GlobalAlloc` must not unwind, so a failed check writes one line to
 //! stderr with a raw `write(2)` (no allocation, no formatting machinery)
@@ -8,19 +15,18 @@
 //! Double frees and interior pointers are caught exactly: each small
 //! segment keeps one bit per 16-byte granule, set while a block starting
 //! there is live (the bitmap sits in the otherwise unused rest of the
-//! metadata slice and is touched only with this feature). Huge blocks have
+//! metadata slice and is touched only with these features). Huge blocks have
 //! a `live` flag. Foreign pointers are recognised with the instance's
 //! segment map; a pointer of another emma instance is told apart by
 //! reading its would-be header with `process_vm_readv`, which cannot fault.
 //!
-//! Without the feature every function here is empty and inlined away.
+//! Without either feature every function here is empty and inlined away.
 
 use crate::api::Instance;
 use crate::sys;
 
 /// Reports misuse: writes `emma: <what> (pointer 0x…)` to stderr and aborts.
 #[cold]
-#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
 pub fn fatal(what: &str, p: *const u8) -> ! {
     let mut hex = [0u8; 18];
     hex[0] = b'0';
@@ -42,7 +48,10 @@ pub fn fatal(what: &str, p: *const u8) -> ! {
     sys::abort()
 }
 
-#[cfg(feature = "boundary-checks")]
+/// Whether the pointer checks are compiled in.
+pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "hardened"));
+
+#[cfg(any(feature = "boundary-checks", feature = "hardened"))]
 mod enabled {
     use super::*;
     use crate::huge::HugeHeader;
@@ -50,6 +59,9 @@ mod enabled {
     use crate::segment::{segment_of, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
     use crate::size_class::{class_of_aligned, MAX_CLASS_SIZE};
     use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// Whether the layout checks are on.
+    const LAYOUTS: bool = cfg!(feature = "boundary-checks");
 
     /// Granule of the live-block bitmap.
     const GRANULE: usize = 16;
@@ -72,7 +84,7 @@ mod enabled {
     /// Rejects layouts `GlobalAlloc` forbids (zero size).
     #[inline]
     pub fn global_layout(size: usize) {
-        if size == 0 {
+        if LAYOUTS && size == 0 {
             fatal(
                 "bad layout: GlobalAlloc called with a zero-sized layout",
                 core::ptr::null(),
@@ -91,7 +103,9 @@ mod enabled {
     }
 
     /// Checks that `p` is a live block of `I` allocated with `layout`.
-    pub fn validate<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
+    /// Returns true if it is a zero-size block (`hardened`) instead, whose
+    /// liveness the caller checks with [`crate::harden::zero::check`].
+    pub fn validate<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) -> bool {
         if p.is_null() {
             fatal("null pointer freed or reallocated", p);
         }
@@ -102,19 +116,22 @@ mod enabled {
         }
         // SAFETY: the segment map says a header of ours is mapped there.
         unsafe {
+            if (*seg).kind == Kind::Zero as u32 {
+                // Its liveness is checked by the caller, which knows
+                // whether it frees (`harden::zero::check`).
+                return true;
+            }
             if (*seg).kind == Kind::Small as u32 {
-                if (p as usize) - (seg as usize) < SLICE_SIZE {
-                    fatal("pointer into segment metadata: not a block", p);
+                // Only the start of a live block has its bit set: one load
+                // proves the pointer good; the rest is diagnosis.
+                let live = (p as usize) - (seg as usize) >= SLICE_SIZE
+                    && (p as usize).is_multiple_of(GRANULE)
+                    && bit(p).0.load(Ordering::Relaxed) & bit(p).1 != 0;
+                if !live {
+                    not_live(seg.cast(), p);
                 }
                 let page = Segment::page_of(seg.cast(), p);
-                if (*page).slice_count == 0 || !(*page).is_block_start(p) {
-                    fatal("interior or stale pointer: not the start of a block", p);
-                }
-                let (w, m) = bit(p);
-                if w.load(Ordering::Relaxed) & m == 0 {
-                    fatal("double free (block is not live)", p);
-                }
-                if let Some((size, align)) = layout {
+                if let Some((size, align)) = layout.filter(|_| LAYOUTS) {
                     check_layout(
                         p,
                         size,
@@ -131,7 +148,7 @@ mod enabled {
                 if !(*h).live.load(Ordering::Relaxed) {
                     fatal("double free of a huge block", p);
                 }
-                if let Some((size, align)) = layout {
+                if let Some((size, align)) = layout.filter(|_| LAYOUTS) {
                     if size > (*h).usable() || align > (*h).align.max(crate::size_class::MIN_ALIGN)
                     {
                         fatal("layout does not match the allocation (huge block)", p);
@@ -139,13 +156,41 @@ mod enabled {
                 }
             }
         }
+        false
+    }
+
+    /// Reports what is wrong with `p`, a pointer into small segment `seg`
+    /// that is not the start of a live block.
+    #[cold]
+    fn not_live(seg: *mut Segment, p: *mut u8) -> ! {
+        if (p as usize) - (seg as usize) < SLICE_SIZE {
+            fatal("pointer into segment metadata: not a block", p);
+        }
+        // SAFETY: `p` lies in a live segment of ours, past its metadata.
+        let page = unsafe { &*Segment::page_of(seg, p) };
+        if page.slice_count == 0 {
+            fatal("stale pointer: its page holds no blocks", p);
+        }
+        if !page.is_block_start(p) {
+            fatal(
+                if (p as usize).is_multiple_of(crate::size_class::MIN_ALIGN) {
+                    "interior pointer: not the start of a block"
+                } else {
+                    "misaligned pointer: not the start of a block"
+                },
+                p,
+            );
+        }
+        fatal("double free (block is not live)", p)
     }
 
     fn check_layout(p: *mut u8, size: usize, align: usize, block: usize, class: usize) {
         if size == 0 || !align.is_power_of_two() {
             fatal("bad layout: zero size or alignment not a power of two", p);
         }
-        if !(p as usize).is_multiple_of(align) || size > block {
+        // What the block holds for the caller (`hardened` keeps a slack).
+        let room = block - crate::harden::SLACK;
+        if !(p as usize).is_multiple_of(align) || size > room {
             fatal(
                 "layout does not match the allocation (size or alignment)",
                 p,
@@ -153,12 +198,13 @@ mod enabled {
         }
         // The block's class must be what `size` asks for, unless an in-place
         // realloc shrank it (then the block is at most twice the size).
-        let expected = if size <= MAX_CLASS_SIZE {
-            class_of_aligned(size, align.max(16))
+        let padded = size + crate::harden::SLACK;
+        let expected = if padded <= MAX_CLASS_SIZE {
+            class_of_aligned(padded, align.max(16))
         } else {
             None
         };
-        if expected != Some(class) && size * 2 < block && block > 128 {
+        if expected != Some(class) && size * 2 < room && room > 128 {
             fatal("layout does not match the allocation (size class)", p);
         }
     }
@@ -183,11 +229,16 @@ mod enabled {
         }
     }
 
-    /// Validates then marks free.
+    /// Validates then marks free. Returns true if `p` was a zero-size
+    /// block, which is then already freed.
     #[inline]
-    pub fn on_dealloc<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
-        validate::<I>(p, layout);
+    pub fn on_dealloc<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) -> bool {
+        if validate::<I>(p, layout) {
+            crate::harden::zero::check(p, true);
+            return true;
+        }
         on_free(p);
+        false
     }
 
     /// `p` is not in any segment of `I`: tell another emma instance's block
@@ -201,7 +252,9 @@ mod enabled {
             let mut inst = [0u8; 8];
             inst.copy_from_slice(&hdr[8..16]);
             let inst = usize::from_ne_bytes(inst);
-            let is_emma = kind == Kind::Small as u32 || kind == Kind::Huge as u32;
+            let is_emma = [Kind::Small, Kind::Huge, Kind::Zero]
+                .iter()
+                .any(|&k| kind == k as u32);
             if is_emma && inst != I::state().id() {
                 fatal("wrong instance: block belongs to another emma instance", p);
             }
@@ -210,29 +263,35 @@ mod enabled {
     }
 }
 
-#[cfg(not(feature = "boundary-checks"))]
+#[cfg(not(any(feature = "boundary-checks", feature = "hardened")))]
 mod enabled {
     use super::*;
 
-    /// Nothing to check without `boundary-checks`.
+    /// Nothing to check without the checks.
     #[inline(always)]
     pub fn global_layout(_size: usize) {}
 
-    /// Nothing to record without `boundary-checks`.
+    /// Nothing to record without the checks.
     #[inline(always)]
     pub fn on_alloc(_p: *mut u8) {}
 
-    /// Nothing to check without `boundary-checks`.
+    /// Nothing to check without the checks (and no zero-size blocks).
     #[inline(always)]
-    pub fn validate<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) {}
+    #[allow(clippy::extra_unused_type_parameters)] // the same signature as with the checks
+    pub fn validate<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
+        false
+    }
 
-    /// Nothing to record without `boundary-checks`.
+    /// Nothing to record without the checks.
     #[inline(always)]
     pub fn on_free(_p: *mut u8) {}
 
-    /// Nothing to check without `boundary-checks`.
+    /// Nothing to check without the checks.
     #[inline(always)]
-    pub fn on_dealloc<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) {}
+    #[allow(clippy::extra_unused_type_parameters)] // the same signature as with the checks
+    pub fn on_dealloc<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
+        false
+    }
 }
 
 pub use enabled::*;

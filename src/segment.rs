@@ -54,6 +54,8 @@ pub enum Kind {
     Small = 0x454d_5331, // "EMS1"
     /// One huge block.
     Huge = 0x454d_4831, // "EMH1"
+    /// The zero-size region of a heap (`hardened`, see `harden::zero`).
+    Zero = 0x454d_5a31, // "EMZ1"
 }
 
 /// The common prefix of small and huge segments: what a free needs to

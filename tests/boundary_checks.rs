@@ -1,19 +1,20 @@
 //! `boundary-checks`: every kind of misuse ends the process with SIGABRT and
 //! a one-line message on stderr naming the problem and the pointer.
 //!
-//! Each case runs in a child process (this test binary re-executed with
-//! `EMMA_MISUSE=<case>`), because the expected outcome is an abort.
+//! Each case runs in a child process (the test re-executed alone, see
+//! `common::must_die`), because the expected outcome is an abort. Messages
+//! are matched in full: with `hardened` on as well, the pointer checks are
+//! the same code, and the layout checks stay `boundary-checks`' own.
 #![cfg(feature = "boundary-checks")]
 #![allow(clippy::undocumented_unsafe_blocks)]
 
+mod common;
+
+use common::{must_die, SIGABRT};
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 
 emma::emma_instance!(Checked);
 emma::emma_instance!(Other);
-
-const SIGABRT: i32 = 6;
 
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
@@ -72,16 +73,21 @@ fn misuse(case: &str) {
                 Checked.dealloc(p, layout(100, 8));
             }
             "wrong-align" => {
-                // 48-byte blocks sit at multiples of 48: of two neighbours,
-                // one is not 32-aligned.
-                let a = Checked.alloc(l);
-                let b = Checked.alloc(l);
-                let p = if !(a as usize).is_multiple_of(32) {
-                    a
-                } else {
-                    b
-                };
-                Checked.dealloc(p, layout(48, 32));
+                // 112-byte blocks (100 bytes, with or without `hardened`'s
+                // slack) sit at multiples of 112: of a few neighbours, one
+                // is not 64-aligned.
+                let l = layout(100, 8);
+                let p = (0..4)
+                    .map(|_| Checked.alloc(l))
+                    .find(|p| !(*p as usize).is_multiple_of(64))
+                    .unwrap();
+                Checked.dealloc(p, layout(100, 64));
+            }
+            "sized-free" => {
+                emma::c::free_sized::<Checked, emma::c::NoErrno>(
+                    Checked.alloc(layout(3000, 8)),
+                    100,
+                );
             }
             "zero-size" => {
                 Checked.alloc(Layout::from_size_align_unchecked(0, 8));
@@ -96,82 +102,112 @@ fn misuse(case: &str) {
     }
 }
 
-/// The child side: runs when `EMMA_MISUSE` is set.
-#[test]
-fn child() {
-    if let Ok(case) = std::env::var("EMMA_MISUSE") {
-        misuse(&case);
-        // Reaching this line means the misuse was not caught.
-        std::process::exit(0);
-    }
-}
+const DOUBLE: &str = "double free (block is not live)";
+const FOREIGN: &str = "foreign pointer: not allocated by this emma instance";
 
-fn expect_abort(case: &str, message: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("EMMA_MISUSE", case)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(SIGABRT),
-        "case {case}: expected SIGABRT, got {:?}; stderr:\n{stderr}",
-        out.status
-    );
-    assert!(
-        stderr.contains(&format!("emma: {message}")) && stderr.contains("(pointer 0x"),
-        "case {case}: expected \"{message}\" in stderr:\n{stderr}"
-    );
+/// Runs `case` in a child, which must abort with `message`.
+fn expect_abort(test: &str, case: &str, message: &str) {
+    must_die(test, case, SIGABRT, message, || misuse(case));
 }
 
 #[test]
 fn double_free_is_caught() {
-    expect_abort("double-free", "double free");
+    expect_abort("double_free_is_caught", "double-free", DOUBLE);
 }
 
 #[test]
 fn double_free_from_another_thread_is_caught() {
-    expect_abort("double-free-remote", "double free");
+    expect_abort(
+        "double_free_from_another_thread_is_caught",
+        "double-free-remote",
+        DOUBLE,
+    );
 }
 
 #[test]
 fn double_free_of_a_huge_block_is_caught() {
-    expect_abort("double-free-huge", "double free of a huge block");
+    expect_abort(
+        "double_free_of_a_huge_block_is_caught",
+        "double-free-huge",
+        "double free of a huge block",
+    );
 }
 
 #[test]
 fn interior_pointers_are_caught() {
-    expect_abort("interior", "interior or stale pointer");
-    expect_abort("interior-huge", "interior pointer into a huge block");
+    expect_abort(
+        "interior_pointers_are_caught",
+        "interior",
+        "interior pointer: not the start of a block",
+    );
+    expect_abort(
+        "interior_pointers_are_caught",
+        "interior-huge",
+        "interior pointer into a huge block",
+    );
 }
 
 #[test]
 fn foreign_pointers_are_caught() {
-    expect_abort("stack", "foreign pointer");
-    expect_abort("glibc", "foreign pointer");
+    expect_abort("foreign_pointers_are_caught", "stack", FOREIGN);
+    expect_abort("foreign_pointers_are_caught", "glibc", FOREIGN);
 }
 
 #[test]
 fn pointers_of_another_instance_are_caught() {
-    expect_abort("other-instance", "wrong instance");
+    expect_abort(
+        "pointers_of_another_instance_are_caught",
+        "other-instance",
+        "wrong instance: block belongs to another emma instance",
+    );
 }
 
 #[test]
 fn mismatched_layouts_are_caught() {
-    expect_abort("wrong-size", "layout does not match");
-    expect_abort("wrong-class", "layout does not match");
-    expect_abort("wrong-align", "layout does not match");
+    expect_abort(
+        "mismatched_layouts_are_caught",
+        "wrong-size",
+        "layout does not match the allocation (size or alignment)",
+    );
+    expect_abort(
+        "mismatched_layouts_are_caught",
+        "wrong-class",
+        "layout does not match the allocation (size class)",
+    );
+    expect_abort(
+        "mismatched_layouts_are_caught",
+        "wrong-align",
+        "layout does not match the allocation (size or alignment)",
+    );
+}
+
+#[test]
+fn mismatched_sized_frees_are_caught() {
+    // `hardened` knows the exact size; `boundary-checks` alone the class.
+    let message = if cfg!(feature = "hardened") {
+        "sized free: the size does not match the allocation"
+    } else {
+        "layout does not match the allocation (size class)"
+    };
+    expect_abort("mismatched_sized_frees_are_caught", "sized-free", message);
 }
 
 #[test]
 fn forbidden_layouts_are_caught() {
-    expect_abort("zero-size", "bad layout");
+    expect_abort(
+        "forbidden_layouts_are_caught",
+        "zero-size",
+        "bad layout: GlobalAlloc called with a zero-sized layout",
+    );
 }
 
 #[test]
 fn realloc_of_a_freed_block_is_caught() {
-    expect_abort("realloc-freed", "double free");
+    expect_abort(
+        "realloc_of_a_freed_block_is_caught",
+        "realloc-freed",
+        DOUBLE,
+    );
 }
 
 #[test]

@@ -45,39 +45,6 @@ fn insts() -> [Dyn; 3] {
     ]
 }
 
-/// The address ranges of `/proc/self/maps`, sorted.
-fn proc_maps() -> Vec<(usize, usize)> {
-    let text = std::fs::read_to_string("/proc/self/maps").unwrap();
-    let mut v: Vec<(usize, usize)> = text
-        .lines()
-        .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            (
-                usize::from_str_radix(a, 16).unwrap(),
-                usize::from_str_radix(b, 16).unwrap(),
-            )
-        })
-        .collect();
-    v.sort_unstable();
-    v
-}
-
-/// Whether `[base, base + len)` is covered by contiguous entries of `maps`.
-fn covered(maps: &[(usize, usize)], base: usize, len: usize) -> bool {
-    let mut at = base;
-    let end = base + len;
-    for &(a, b) in maps {
-        if a <= at && at < b {
-            at = b;
-            if at >= end {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// Every mapping of each instance is in /proc/self/maps, and no two
 /// mappings (of one instance or of two) overlap.
 fn assert_mappings_disjoint_and_real() {

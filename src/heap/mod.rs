@@ -108,6 +108,8 @@ pub struct Heap {
     batch_tail: *mut Block,
     /// Blocks in the batch.
     batch_len: u32,
+    /// Recently freed blocks and the zero-size region (`hardened`).
+    pub quarantine: harden::Quarantine,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -167,6 +169,7 @@ impl Heap {
             batch_head: ptr::null_mut(),
             batch_tail: ptr::null_mut(),
             batch_len: 0,
+            quarantine: harden::Quarantine::new(),
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -408,6 +411,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
+            harden::quarantine::flush(h);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             for c in 0..CLASS_COUNT {
@@ -499,6 +503,7 @@ impl Heap {
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
             (*h).batch_dest = ptr::null_mut();
             (*h).batch_len = 0;
+            (*h).quarantine = fresh.quarantine;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -452,3 +452,93 @@ pub fn in_child(name: &str) -> bool {
     );
     false
 }
+
+// ---- misuse that must end the process ------------------------------------
+
+/// SIGABRT: what emma's checks end the process with.
+pub const SIGABRT: i32 = 6;
+/// SIGSEGV: what a guard page or an inaccessible zero-size block gives.
+pub const SIGSEGV: i32 = 11;
+
+/// The environment variable naming the misuse case a child runs.
+const MISUSE_KEY: &str = "EMMA_TEST_MISUSE";
+
+/// Runs `misuse` in a child process and asserts that the child dies by
+/// `signal`, and (if `message` is not empty) that its stderr holds
+/// `emma: <message> (pointer 0x`.
+///
+/// `test` is the name of the calling `#[test]`: the child is this test
+/// binary re-executed with a filter for exactly that test and
+/// `EMMA_TEST_MISUSE=<case>` in its environment. In the child this
+/// function runs `misuse` (other cases of the same test are skipped) and,
+/// if it returns, exits with status 0 after saying so, which the parent
+/// reports as "not caught". No test body passes by doing nothing.
+pub fn must_die(test: &str, case: &str, signal: i32, message: &str, misuse: impl FnOnce()) {
+    match std::env::var(MISUSE_KEY) {
+        Ok(c) if c == case => {
+            misuse();
+            eprintln!("misuse `{case}` was not caught");
+            std::process::exit(0);
+        }
+        Ok(_) => return,
+        Err(_) => {}
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(MISUSE_KEY, case)
+        .output()
+        .unwrap();
+    assert_died(&out, signal, message, case);
+}
+
+/// Asserts that a process died by `signal` with `emma: <message> (pointer
+/// 0x` on its stderr (any stderr if `message` is empty).
+pub fn assert_died(out: &std::process::Output, signal: i32, message: &str, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(signal),
+        "{what}: expected signal {signal}, got {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    let line = format!("emma: {message} (pointer 0x");
+    assert!(
+        message.is_empty() || stderr.contains(&line),
+        "{what}: expected \"{line}\" in stderr:\n{stderr}"
+    );
+}
+
+// ---- /proc/self/maps --------------------------------------------------------
+
+/// The address ranges of `/proc/self/maps`, sorted.
+pub fn proc_maps() -> Vec<(usize, usize)> {
+    let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mut v: Vec<(usize, usize)> = text
+        .lines()
+        .map(|l| {
+            let range = l.split_whitespace().next().unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            (
+                usize::from_str_radix(a, 16).unwrap(),
+                usize::from_str_radix(b, 16).unwrap(),
+            )
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Whether `[base, base + len)` is covered by contiguous entries of `maps`.
+pub fn covered(maps: &[(usize, usize)], base: usize, len: usize) -> bool {
+    let mut at = base;
+    for &(a, b) in maps {
+        if a <= at && at < b {
+            at = b;
+            if at >= base + len {
+                return true;
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,104 @@
+//! The small-block quarantine (`hardened`): a freed block of up to
+//! [`BLOCK_MAX`] bytes is not put back on its page's free list at once but
+//! waits in a ring of [`SLOTS`] recently freed blocks of the freeing
+//! thread's heap; each free releases the oldest. A dangling pointer so does
+//! not alias the next object of its size, and a write through it lands in
+//! junk that is checked when the block is handed out again.
+//!
+//! Double frees of quarantined blocks are caught by the live-block bitmap
+//! (the bit is cleared when the block enters the quarantine). The ring is
+//! owned by the heap's thread; [`flush`] empties it (trim).
+
+use crate::heap::Heap;
+use crate::segment::{owner_of, segment_of, Segment};
+use core::ptr;
+
+/// Blocks in the ring.
+const SLOTS: usize = if super::ENABLED { 32 } else { 0 };
+/// Larger blocks skip the quarantine (32 of them would hold too much).
+pub const BLOCK_MAX: usize = 16 << 10;
+
+/// A heap's quarantine, and its zero-size region (see [`super::zero`]).
+pub struct Quarantine {
+    slots: [*mut u8; SLOTS],
+    next: usize,
+    /// The heap's zero-size region (null until the first `malloc(0)`).
+    pub zero: *mut u8,
+    /// Where the next zero-size slot search starts (a bitmap word index).
+    pub zero_cursor: usize,
+}
+
+impl Quarantine {
+    /// An empty quarantine.
+    pub const fn new() -> Quarantine {
+        Quarantine {
+            slots: [ptr::null_mut(); SLOTS],
+            next: 0,
+            zero: ptr::null_mut(),
+            zero_cursor: 0,
+        }
+    }
+}
+
+impl Default for Quarantine {
+    fn default() -> Self {
+        Quarantine::new()
+    }
+}
+
+/// Puts freed block `p` in the calling thread's heap `h`'s ring and
+/// returns the block to release now (the oldest one, or null).
+///
+/// # Safety
+/// The calling thread owns `h`, a real heap; `p` is a small block freed by
+/// the caller (checked and junk-filled).
+#[inline]
+pub unsafe fn admit(h: *mut Heap, p: *mut u8) -> *mut u8 {
+    if SLOTS == 0 {
+        return p;
+    }
+    // SAFETY: per contract the heap and its ring are ours.
+    unsafe {
+        let q = &mut (*h).quarantine;
+        let i = q.next;
+        let old = *q.slots.get_unchecked(i);
+        *q.slots.get_unchecked_mut(i) = p;
+        q.next = if i + 1 == SLOTS { 0 } else { i + 1 };
+        old
+    }
+}
+
+/// Releases every quarantined block of `h` to its page.
+///
+/// # Safety
+/// The calling thread owns `h`, a real heap.
+pub unsafe fn flush(h: *mut Heap) {
+    // SAFETY: per contract.
+    let slots = unsafe { &mut (*h).quarantine.slots };
+    for slot in slots.iter_mut() {
+        let p = core::mem::replace(slot, ptr::null_mut());
+        if !p.is_null() {
+            // SAFETY: a quarantined block: freed, checked, unused.
+            unsafe { release(h, p) };
+        }
+    }
+}
+
+/// Gives block `p` back to its page: locally if `h` owns it, else as a
+/// remote free.
+///
+/// # Safety
+/// The calling thread owns `h`; `p` is a small block of this instance
+/// that nobody uses any more, not on any free list.
+pub unsafe fn release(h: *mut Heap, p: *mut u8) {
+    let seg = segment_of(p);
+    let owner = owner_of(seg);
+    // SAFETY: per contract.
+    unsafe {
+        if owner == h {
+            Heap::free_local(h, Segment::slice_entry(seg.cast(), p), p);
+        } else {
+            Heap::free_remote(h, owner, p);
+        }
+    }
+}
