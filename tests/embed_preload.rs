@@ -19,54 +19,11 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use util::*;
 
-/// The package's features matching this test's emma features.
-fn malloc_features() -> String {
-    let mut f = Vec::new();
-    for (on, name) in [
-        (cfg!(feature = "tls"), "tls"),
-        (cfg!(feature = "boundary-checks"), "boundary-checks"),
-        (cfg!(feature = "hardened"), "hardened"),
-    ] {
-        if on {
-            f.push(name);
-        }
-    }
-    f.join(",")
-}
-
-/// `libemma.so`, built with this test's profile and features into a
-/// target directory of its own.
+/// `libemma.so`, built with this test's profile and features.
 fn preload() -> PathBuf {
-    static SO: OnceLock<PathBuf> = OnceLock::new();
-    SO.get_or_init(|| {
-        let (profile, dir) = profile();
-        let target = embed_dir().join("malloc");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(root())
-            .env("CARGO_TERM_COLOR", "never")
-            .args([
-                "build",
-                "--quiet",
-                "--profile",
-                &profile,
-                "-p",
-                "emma-malloc",
-            ])
-            .arg("--target-dir")
-            .arg(&target);
-        let f = malloc_features();
-        if !f.is_empty() {
-            cmd.args(["--features", &f]);
-        }
-        run_ok(&mut cmd);
-        let so = target.join(dir).join("libemma.so");
-        assert!(so.exists(), "{} missing after the build", so.display());
-        so
-    })
-    .clone()
+    libemma()
 }
 
 /// `cmd` with emma preloaded, default options, and its exit statistics

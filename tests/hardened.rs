@@ -27,28 +27,7 @@ emma::emma_instance!(Hard);
 /// with this test's profile and features (`hardened` among them) into a
 /// target directory of its own: the one place that names it.
 fn preload_lib() -> PathBuf {
-    static LIB: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    LIB.get_or_init(|| {
-        let (profile, dir) = util::profile();
-        let target = util::embed_dir().join("emma-hardened");
-        let mut features = vec!["hardened"];
-        if cfg!(feature = "tls") {
-            features.push("tls");
-        }
-        if cfg!(feature = "boundary-checks") {
-            features.push("boundary-checks");
-        }
-        util::run_ok(
-            Command::new(env!("CARGO"))
-                .current_dir(util::root())
-                .args(["build", "--quiet", "--profile", &profile])
-                .args(["--example", "preload", "--features", &features.join(",")])
-                .arg("--target-dir")
-                .arg(&target),
-        );
-        target.join(dir).join("examples/libpreload.so")
-    })
-    .clone()
+    util::libemma()
 }
 
 /// The misuse program.

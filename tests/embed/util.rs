@@ -151,6 +151,45 @@ pub fn example_cdylib(name: &str) -> PathBuf {
     })
 }
 
+/// Builds the drop-in library `libemma.so` (package `emma-malloc`) with this
+/// test's profile and emma features (`tls`, `boundary-checks`, `hardened`
+/// as this test was built), into a target directory of its own per feature
+/// set; returns its path. The one place tests name the library.
+#[allow(dead_code)] // not every test binary that includes this file preloads
+pub fn libemma() -> PathBuf {
+    let mut f = Vec::new();
+    for (on, name) in [
+        (cfg!(feature = "tls"), "tls"),
+        (cfg!(feature = "boundary-checks"), "boundary-checks"),
+        (cfg!(feature = "hardened"), "hardened"),
+    ] {
+        if on {
+            f.push(name);
+        }
+    }
+    let features = f.join(",");
+    once(format!("libemma:{features}"), || {
+        let (profile, dir) = profile();
+        let target = embed_dir().join(format!("malloc-{}", features.replace(',', "-")));
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--quiet",
+            "--profile",
+            &profile,
+            "-p",
+            "emma-malloc",
+        ])
+        .arg("--target-dir")
+        .arg(&target);
+        feature_args(&mut cmd, &features);
+        run_ok(&mut cmd);
+        let so = target.join(dir).join("libemma.so");
+        assert!(so.exists(), "{} missing after the build", so.display());
+        so
+    })
+}
+
 /// Builds the crate in `examples/<dir>` (a separate workspace) in release
 /// mode with exactly `features`, into `target/embed/<dir>[-features]`; returns
 /// that target directory.

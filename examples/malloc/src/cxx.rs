@@ -21,8 +21,11 @@
 //! (N bytes)` on stderr and abort the process (SIGABRT). A program that
 //! relies on catching `bad_alloc` should not preload this library.
 //!
-//! The size and alignment passed to the sized and aligned deletes are not
-//! checked yet: every delete frees like `free`.
+//! The sized and aligned deletes pass their size and alignment on to
+//! [`c::free_sized`], [`c::free_aligned`] and [`c::free_aligned_sized`]:
+//! with `hardened` a size or alignment that does not match the allocation
+//! aborts with a message (with `boundary-checks` alone, a size outside the
+//! block's class); otherwise they free like `free`.
 
 use crate::Malloc;
 use emma::c::{self, NoErrno};
@@ -56,16 +59,6 @@ fn new_aligned(size: usize, align: usize) -> *mut c_void {
     p.cast()
 }
 
-/// Frees a block from any form of `new`.
-///
-/// # Safety
-/// `p` is null or a live block of this library, not used afterwards.
-#[inline(always)]
-unsafe fn delete(p: *mut c_void) {
-    // SAFETY: forwarded contract.
-    unsafe { c::free::<Malloc>(p.cast()) }
-}
-
 /// Defines exported `extern "C"` functions with one-line bodies.
 macro_rules! exports {
     ($($(#[$a:meta])* fn $name:ident($($arg:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
@@ -75,18 +68,19 @@ macro_rules! exports {
     )*};
 }
 
-/// Defines exported deletes: `unsafe extern "C"` functions freeing `p`.
+/// Defines exported deletes: `unsafe extern "C"` functions freeing `p`
+/// through `$free` (a path into `emma::c`) with the extra arguments named.
 macro_rules! deletes {
-    ($($name:ident($($arg:ident: $t:ty),*);)*) => {$(
+    ($($name:ident($($arg:ident: $t:ty),*) => $free:ident$(::<$e:ty>)?($($pass:ident),*);)*) => {$(
         /// `operator delete` in one of its forms: frees `p` (null: nothing).
         ///
         /// # Safety
-        /// `p` is null or a live block of this library, not used afterwards.
+        /// `p` is null or a live block of this library, not used afterwards,
+        /// and any size or alignment given is the one it was allocated with.
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name(p: *mut c_void $(, $arg: $t)*) {
-            $(let _ = $arg;)*
             // SAFETY: forwarded contract.
-            unsafe { delete(p) }
+            unsafe { c::$free::<Malloc $(, $e)?>(p.cast() $(, $pass)*) }
         }
     )*};
 }
@@ -122,19 +116,18 @@ exports! {
     }
 }
 
-// The sized and aligned forms are where a checked free of the size (and
-// alignment) the block was allocated with would go.
+// The `nothrow_t` arguments only select the overload.
 deletes! {
-    _ZdlPv();
-    _ZdaPv();
-    _ZdlPvRKSt9nothrow_t(nt: *const c_void);
-    _ZdaPvRKSt9nothrow_t(nt: *const c_void);
-    _ZdlPvm(size: usize);
-    _ZdaPvm(size: usize);
-    _ZdlPvSt11align_val_t(align: usize);
-    _ZdaPvSt11align_val_t(align: usize);
-    _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
-    _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, nt: *const c_void);
-    _ZdlPvmSt11align_val_t(size: usize, align: usize);
-    _ZdaPvmSt11align_val_t(size: usize, align: usize);
+    _ZdlPv() => free();
+    _ZdaPv() => free();
+    _ZdlPvRKSt9nothrow_t(_nt: *const c_void) => free();
+    _ZdaPvRKSt9nothrow_t(_nt: *const c_void) => free();
+    _ZdlPvm(size: usize) => free_sized::<NoErrno>(size);
+    _ZdaPvm(size: usize) => free_sized::<NoErrno>(size);
+    _ZdlPvSt11align_val_t(align: usize) => free_aligned(align);
+    _ZdaPvSt11align_val_t(align: usize) => free_aligned(align);
+    _ZdlPvSt11align_val_tRKSt9nothrow_t(align: usize, _nt: *const c_void) => free_aligned(align);
+    _ZdaPvSt11align_val_tRKSt9nothrow_t(align: usize, _nt: *const c_void) => free_aligned(align);
+    _ZdlPvmSt11align_val_t(size: usize, align: usize) => free_aligned_sized::<NoErrno>(align, size);
+    _ZdaPvmSt11align_val_t(size: usize, align: usize) => free_aligned_sized::<NoErrno>(align, size);
 }
