@@ -8,6 +8,11 @@
 //!   Heap::alloc(heap, class)             fast: pop page.free, used += 1
 //!     Heap::alloc_slow(heap, class)      #[cold]
 //!       drain_remote                     free blocks other threads sent us
+//!       maybe_tick                       now and then (one rdtsc otherwise):
+//!                                        purge our free slices after the
+//!                                        delay; instance: purge cached
+//!                                        segments, collect exited threads'
+//!                                        heaps (crate::purge)
 //!       Heap::alloc_from_queue           next page with free or uncarved blocks
 //!       Heap::alloc_from_new_page        slices from our segments, or
 //!         SegmentStore::alloc_segment    a cached or fresh segment
@@ -27,7 +32,9 @@
 //! threads claim heaps). Only the owner touches its pages, queues and
 //! segments, so none of that needs atomics. Other threads only push onto
 //! `remote`. Heaps are never freed while the instance lives: when a thread
-//! exits, its heap (with its segments and pages) waits for a new owner.
+//! exits, its heap (with its segments and pages) is collected by another
+//! thread's slow path ([`Heap::collect`]) and waits, emptied, for a new
+//! owner.
 //!
 //! # Invariants
 //! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
@@ -40,6 +47,7 @@
 
 use crate::harden::{self, Keys};
 use crate::instance::InstanceState;
+use crate::purge;
 use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICE_SIZE};
 use crate::size_class::{Class, CLASS_COUNT};
 use core::cell::UnsafeCell;
@@ -48,6 +56,7 @@ use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Orde
 
 mod queue;
 mod remote;
+mod trim;
 
 /// Remote frees to one owner gathered before one CAS hands them over.
 pub const REMOTE_BATCH: u32 = 32;
@@ -84,6 +93,9 @@ pub struct Heap {
     pub owner_tp: AtomicUsize,
     /// Kernel thread id of the owning thread (0: none).
     pub owner_tid: AtomicU32,
+    /// The owning thread's `clear_child_tid` address (0: unknown), which
+    /// the kernel zeroes when the thread exits (see [`crate::instance`]).
+    pub owner_ctid: AtomicUsize,
     /// The instance's fork epoch when the owner last claimed or refreshed
     /// the heap; a heap from an older epoch was inherited through `fork`.
     pub epoch: AtomicU32,
@@ -108,6 +120,12 @@ pub struct Heap {
     batch_tail: *mut Block,
     /// Blocks in the batch.
     batch_len: u32,
+    /// Time-stamp counter of the heap's last look at the clock
+    /// ([`crate::purge::tick_due`]).
+    tick_cycles: u64,
+    /// When the free slices of the heap's segments are purged (ns; 0: no
+    /// free slice waits).
+    purge_at: u64,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -153,6 +171,7 @@ impl Heap {
             remote: AtomicPtr::new(ptr::null_mut()),
             owner_tp: AtomicUsize::new(0),
             owner_tid: AtomicU32::new(0),
+            owner_ctid: AtomicUsize::new(0),
             epoch: AtomicU32::new(0),
             busy: AtomicU32::new(0),
             instance,
@@ -167,6 +186,8 @@ impl Heap {
             batch_head: ptr::null_mut(),
             batch_tail: ptr::null_mut(),
             batch_len: 0,
+            tick_cycles: 0,
+            purge_at: 0,
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -235,6 +256,7 @@ impl Heap {
             (*h).set_busy(true);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
+            Heap::maybe_tick(h);
             let mut b = Heap::alloc_from_queue(h, c);
             if b.is_null() {
                 b = Heap::alloc_from_new_page(h, c);
@@ -380,13 +402,15 @@ impl Heap {
                 Heap::unlink(h, page);
                 Heap::retire(h, page);
             }
+            Heap::maybe_tick(h);
             (*h).set_busy(false);
         }
     }
 
     /// Gives an empty, unqueued page back to its segment, and the segment
     /// back to the store if it was the last page (keeping one segment per
-    /// heap to avoid mapping churn).
+    /// heap to avoid mapping churn). Slices left free in a kept segment are
+    /// purged after the purge delay ([`Heap::maybe_tick`]).
     unsafe fn retire(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages and segments.
         unsafe {
@@ -395,45 +419,10 @@ impl Heap {
             if Segment::release_page(page) && !((*h).segments == seg && (*seg).next.is_null()) {
                 Heap::unlink_segment(h, seg);
                 (*h).inst().release_segment(seg);
+            } else if (*h).purge_at == 0 {
+                let store = &(*h).inst().store;
+                (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
-        }
-    }
-
-    /// Releases every empty page and every segment without pages, and
-    /// purges the free slices of the segments kept.
-    ///
-    /// # Safety
-    /// The calling thread owns `h`, a real heap.
-    pub unsafe fn trim(h: *mut Heap) {
-        // SAFETY: per contract.
-        unsafe {
-            (*h).set_busy(true);
-            Heap::flush_remote(h);
-            Heap::drain_remote(h);
-            for c in 0..CLASS_COUNT {
-                let mut page = (*h).queues[c].first;
-                while !page.is_null() {
-                    let next = (*page).next;
-                    if (*page).used == 0 {
-                        Heap::unlink(h, page);
-                        bump(&(*h).stats.pages, usize::MAX);
-                        Segment::release_page(page);
-                    }
-                    page = next;
-                }
-            }
-            let mut seg = (*h).segments;
-            while !seg.is_null() {
-                let next = (*seg).next;
-                if (*seg).pages_in_use == 0 {
-                    Heap::unlink_segment(h, seg);
-                    (*h).inst().release_segment(seg);
-                } else {
-                    (*h).inst().purge_segment(seg);
-                }
-                seg = next;
-            }
-            (*h).set_busy(false);
         }
     }
 
@@ -499,6 +488,7 @@ impl Heap {
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
             (*h).batch_dest = ptr::null_mut();
             (*h).batch_len = 0;
+            (*h).purge_at = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }
