@@ -10,6 +10,8 @@
 //!   delay, and stays (warm) while the delay has not passed;
 //! - 20,000 short-lived threads, each leaving blocks for the next: RSS
 //!   and the number of heaps stay bounded;
+//! - collection racing a new thread that inherits the dead thread's
+//!   stack, thread pointer and heap: every block stays intact;
 //! - a larson-style server (worker threads replaced every round, about a
 //!   fifth of the frees cross-thread), in Rust against the same work done
 //!   by long-lived threads, and in C through both builds of the preload
@@ -24,7 +26,7 @@ mod common;
 #[path = "embed/util.rs"]
 mod util;
 
-use common::{layout, mib, rss, Rng};
+use common::{check_stamp, layout, mib, rss, stamp, Rng, COOKIE_MIN};
 use emma::InstanceExt;
 use std::alloc::GlobalAlloc;
 use std::path::PathBuf;
@@ -315,6 +317,82 @@ fn thread_churn_stays_bounded() {
         "RSS {:.1} MiB stayed\n{s}",
         mib(after)
     );
+}
+
+emma::emma_instance!(Raced);
+
+/// Allocates `n` small stamped blocks; returns their addresses.
+fn stamped_blocks<I: GlobalAlloc + Copy>(i: I, seed: u64, n: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let s = rng.range(COOKIE_MIN, 100);
+            let p = unsafe { i.alloc(layout(s, 16)) };
+            assert!(!p.is_null());
+            unsafe { stamp(p, s, 16) };
+            p as usize
+        })
+        .collect()
+}
+
+/// A dead thread's heap is being collected (by `trim` on one thread and
+/// by the slow paths of two others) while a new thread, started on the
+/// dead thread's stack and so with its thread pointer, finds that heap
+/// through the thread-pointer table (or, with `tls`, claims it by rule 3).
+/// Only one of them may have it: every block handed out must stay intact.
+/// In a child process: a lost race may crash rather than panic.
+#[test]
+fn collection_racing_a_thread_that_inherits_the_heap() {
+    use std::sync::{Arc, Barrier};
+    if !common::in_child("collection_racing_a_thread_that_inherits_the_heap") {
+        return;
+    }
+    for round in 0..60u64 {
+        let left = std::thread::spawn(move || stamped_blocks(Raced, round, 50_000))
+            .join()
+            .unwrap();
+        for p in left {
+            let p = p as *mut u8;
+            unsafe { Raced.dealloc(p, check_stamp(p)) };
+        }
+        let go = Arc::new(Barrier::new(3));
+        // Started first, so that the thread library gives it the stack
+        // (and thread pointer) of the thread that just exited.
+        let heir = {
+            let go = go.clone();
+            std::thread::spawn(move || {
+                go.wait();
+                let v = stamped_blocks(Raced, 1000 + round, 20_000);
+                std::thread::sleep(Duration::from_millis(5));
+                v
+            })
+        };
+        let trimmer = {
+            let go = go.clone();
+            std::thread::spawn(move || {
+                go.wait();
+                Raced.trim();
+            })
+        };
+        let sweeper = std::thread::spawn(move || {
+            go.wait();
+            for _ in 0..200 {
+                light_traffic(&Raced);
+            }
+            stamped_blocks(Raced, 2000 + round, 5_000)
+        });
+        trimmer.join().unwrap();
+        let blocks: Vec<usize> = heir
+            .join()
+            .unwrap()
+            .into_iter()
+            .chain(sweeper.join().unwrap())
+            .collect();
+        for p in blocks {
+            let p = p as *mut u8;
+            unsafe { Raced.dealloc(p, check_stamp(p)) };
+        }
+    }
 }
 
 emma::emma_instance!(ServerReplaced);
