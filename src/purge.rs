@@ -38,6 +38,16 @@ pub const TICK_CYCLES: u64 = 1 << 20;
 /// look costs a `tgkill` per heap whose owner may have exited).
 pub const COLLECT_INTERVAL_NS: u64 = 25_000_000;
 
+/// Idle free slices a heap keeps warm: up to one per this many slices it
+/// has in use (see `Heap::purge_idle`).
+pub const WARM_SHARE: u32 = 2;
+
+/// Cached empty segments wait this many purge delays before they are
+/// purged: a program that frees and reallocates big blocks in waves
+/// cycles segments through the cache, and each purge costs a refault of
+/// 4 MiB (the mixed-sizes benchmark took twice as long with 1x).
+pub const CACHE_DELAY_FACTOR: u64 = 10;
+
 /// A cached segment that has been purged stays mapped (address space and
 /// its metadata page) this much longer, for reuse without a `mmap`.
 pub const UNMAP_AFTER_NS: u64 = 500_000_000;

@@ -194,6 +194,12 @@ impl SegmentStore {
         self.purge_delay_ns.load(Ordering::Relaxed)
     }
 
+    /// How long a cached empty segment stays warm (ns).
+    fn cache_delay_ns(&self) -> u64 {
+        self.purge_delay_ns()
+            .saturating_mul(purge::CACHE_DELAY_FACTOR)
+    }
+
     /// Sets the purge delay (ns); 0 purges as soon as memory is free.
     pub fn set_purge_delay_ns(&self, ns: u64) {
         self.purge_delay_ns.store(ns, Ordering::Relaxed);
@@ -369,7 +375,7 @@ impl SegmentStore {
     /// The segment has no pages and its heap has forgotten it.
     pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
         let now = self.clock.now();
-        let delay = self.purge_delay_ns();
+        let delay = self.cache_delay_ns();
         // SAFETY: per contract the segment is idle and ours.
         unsafe {
             (*seg)
@@ -409,7 +415,7 @@ impl SegmentStore {
         {
             return;
         }
-        let delay = self.purge_delay_ns();
+        let delay = self.cache_delay_ns();
         let unmap_after = delay.saturating_add(purge::UNMAP_AFTER_NS);
         let mut gone = [ptr::null_mut(); SEGMENT_CACHE_MAX];
         let (n, next) = {
@@ -458,11 +464,21 @@ impl SegmentStore {
     /// # Safety
     /// The caller owns the segment's metadata.
     pub(crate) unsafe fn purge_segment(&self, seg: *mut Segment) {
+        // SAFETY: forwarded contract.
+        unsafe { self.purge_slices(seg, u64::MAX) }
+    }
+
+    /// Gives the dirty free slices of `seg` among `only` (a slice bitmap)
+    /// back to the kernel.
+    ///
+    /// # Safety
+    /// The caller owns the segment's metadata.
+    pub(crate) unsafe fn purge_slices(&self, seg: *mut Segment, only: u64) {
         let how = self.purge_mode();
         let base = seg as usize;
         // SAFETY: per contract.
         let s = unsafe { &mut *seg };
-        s.for_dirty_free_runs(|first, len| {
+        s.for_dirty_free_runs(only, |first, len| {
             let bytes = len * SLICE_SIZE;
             // SAFETY: free slices hold no live block.
             let done = unsafe {

@@ -48,7 +48,7 @@
 use crate::harden::{self, Keys};
 use crate::instance::InstanceState;
 use crate::purge;
-use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICE_SIZE};
+use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICES, SLICE_SIZE};
 use crate::size_class::{Class, CLASS_COUNT};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -294,14 +294,11 @@ impl Heap {
         let n = page_slices(c);
         // SAFETY: the owner manages its segments.
         unsafe {
-            let mut seg = (*h).segments;
-            let mut head = None;
-            while !seg.is_null() {
-                head = (*seg).find_span(n);
-                if head.is_some() {
-                    break;
-                }
-                seg = (*seg).next;
+            // Slices still holding memory first (no page faults, and the
+            // ones idle longest are left to be purged), then any.
+            let (mut seg, mut head) = Heap::find_span(h, n, true);
+            if head.is_none() {
+                (seg, head) = Heap::find_span(h, n, false);
             }
             let head = match head {
                 Some(i) => i,
@@ -325,6 +322,23 @@ impl Heap {
             bump(&(*h).stats.pages, 1);
             Heap::push_front(h, page);
             Heap::alloc_from_queue(h, c)
+        }
+    }
+
+    /// The first of the heap's segments with `n` free slices in a row
+    /// (only among slices that still hold memory if `warm`), and where.
+    unsafe fn find_span(h: *mut Heap, n: usize, warm: bool) -> (*mut Segment, Option<usize>) {
+        // SAFETY: the owner reads its segments.
+        unsafe {
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let among = if warm { (*seg).dirty_slices } else { u64::MAX };
+                if let Some(i) = (*seg).find_span_in(n, among) {
+                    return (seg, Some(i));
+                }
+                seg = (*seg).next;
+            }
+            (seg, None)
         }
     }
 

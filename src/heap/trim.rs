@@ -29,20 +29,60 @@ impl Heap {
         unsafe {
             let inst = (*h).inst();
             let now = inst.store.clock.now();
-            if (*h).purge_at != 0 && now >= (*h).purge_at {
-                Heap::purge_free(h);
-            }
+            Heap::purge_idle(h, now);
             inst.tick(now);
         }
     }
 
-    /// Purges the free slices of every segment of the heap.
+    /// Once the heap's purge deadline passed: purges the free slices that
+    /// were already free at the previous deadline and stayed free (idle for
+    /// one to two purge delays), and marks the ones free now for the next
+    /// deadline. Slices freed and reused in between stay warm, and so do
+    /// idle ones up to [`purge::WARM_SHARE`] of the slices in use: a
+    /// thread whose live memory churns reuses them soon, and refaulting
+    /// them would cost more than they take.
+    unsafe fn purge_idle(h: *mut Heap, now: u64) {
+        // SAFETY: the owner manages its segments.
+        unsafe {
+            if (*h).purge_at == 0 || now < (*h).purge_at {
+                return;
+            }
+            let mut in_use = 0;
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                in_use += (SLICES - 1) as u32 - ((*seg).free_slices.count_ones());
+                seg = (*seg).next;
+            }
+            let mut warm = in_use / purge::WARM_SHARE;
+            let mut pending = false;
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let idle = (*seg).purge_mark & (*seg).purgeable();
+                if idle.count_ones() <= warm {
+                    warm -= idle.count_ones();
+                } else {
+                    (*h).inst().purge_slices(seg, idle);
+                }
+                (*seg).purge_mark = (*seg).purgeable();
+                pending |= (*seg).purge_mark != 0;
+                seg = (*seg).next;
+            }
+            (*h).purge_at = if pending {
+                purge::deadline(now, (*h).inst().store.purge_delay_ns())
+            } else {
+                0
+            };
+        }
+    }
+
+    /// Purges the free slices of every segment of the heap, at once.
     unsafe fn purge_free(h: *mut Heap) {
         // SAFETY: the owner manages its segments.
         unsafe {
             let mut seg = (*h).segments;
             while !seg.is_null() {
-                (*h).inst().purge_segment(seg);
+                (*h).inst().purge_slices(seg, u64::MAX);
+                (*seg).purge_mark = 0;
                 seg = (*seg).next;
             }
             (*h).purge_at = 0;
@@ -98,8 +138,7 @@ impl Heap {
     /// Collects the heap of an exited thread: hands its pending batch of
     /// remote frees over, frees what other threads sent it, releases its
     /// empty pages and segments, and purges its free slices once they
-    /// have waited for the purge delay (measured from the first
-    /// collection that left some; later sweeps finish the job).
+    /// have waited for the purge delay (later sweeps finish the job).
     ///
     /// # Safety
     /// The calling thread has claimed `h`, a real heap, and no other
@@ -118,9 +157,7 @@ impl Heap {
                     let delay = (*h).inst().store.purge_delay_ns();
                     (*h).purge_at = purge::deadline(now, delay);
                 }
-                if now >= (*h).purge_at {
-                    Heap::purge_free(h);
-                }
+                Heap::purge_idle(h, now);
             }
             (*h).set_busy(false);
         }

@@ -200,13 +200,13 @@ impl InstanceState {
         unsafe { self.store.release_segment(seg) }
     }
 
-    /// Purges a heap's segment's free slices.
+    /// Purges the free slices among `only` of a heap's segment.
     ///
     /// # Safety
-    /// As for [`SegmentStore::purge_segment`].
-    pub(crate) unsafe fn purge_segment(&self, seg: *mut Segment) {
+    /// As for [`SegmentStore::purge_slices`].
+    pub(crate) unsafe fn purge_slices(&self, seg: *mut Segment, only: u64) {
         // SAFETY: forwarded contract.
-        unsafe { self.store.purge_segment(seg) }
+        unsafe { self.store.purge_slices(seg, only) }
     }
 
     // ---- heaps without `tls` ---------------------------------------
