@@ -181,16 +181,18 @@ fn main() {
     // comes back to the kernel without a `trim()`: Scratch's blocks were
     // allocated by a thread that has exited, and are freed here, by
     // another; emma's slow paths find the exited thread's heap, collect it
-    // and purge what it held once the purge delay (10 ms) has passed.
+    // and purge what it held once idle for the purge delay (10 ms; empty
+    // segments kept for reuse wait ten delays, then half a second more
+    // before they are unmapped).
     free_all(&Scratch, scratch, 64 * 1024);
     println!("\njust after Scratch freed everything (no trim):");
     print_stats("Scratch", Scratch.stats());
-    for _ in 0..100 {
+    for _ in 0..250 {
         // Light use of Scratch: its slow paths do the collecting.
         free_all(&Scratch, fill(&Scratch, 4, 100), 100);
         std::thread::sleep(Duration::from_millis(1));
     }
-    println!("100 ms later, after a few small allocations (still no trim):");
+    println!("250 ms later, after a few small allocations (still no trim):");
     print_stats("Global", Global.stats());
     print_stats("Cache", Cache.stats());
     print_stats("Scratch", Scratch.stats());
