@@ -130,7 +130,6 @@ mod tests {
     fn the_clock_moves_forward() {
         let c = Clock::new();
         let a = c.now();
-        assert!(a > 0);
         let mut last = 0;
         assert!(tick_due(&mut last), "the first look is always due");
         assert!(c.now() >= a);
