@@ -77,6 +77,7 @@ mod huge;
 mod instance;
 mod macros;
 mod os;
+mod purge;
 mod segmap;
 mod segment;
 mod size_class;
@@ -131,12 +132,19 @@ pub trait InstanceExt: Instance {
         Self::state().for_each_mapping(f)
     }
 
-    /// Gives back to the kernel the memory the calling thread's heap and
-    /// the instance's caches hold without live blocks. With `tls`, also
-    /// collects blocks other threads freed into the heaps of threads that
-    /// have exited. (Without `tls` such heaps are collected when a new
-    /// thread inherits the exited thread's stack, which thread libraries
-    /// do routinely; see the README's limits.)
+    /// Gives back to the kernel, at once, the memory the calling thread's
+    /// heap and the instance's caches hold without live blocks, and
+    /// collects the heaps of threads that have exited (blocks other
+    /// threads freed into them included).
+    ///
+    /// Not needed for memory to come back: the allocator's slow paths do
+    /// the same by themselves, purging free memory once it has been idle
+    /// for the purge delay and collecting exited threads' heaps every few
+    /// tens of milliseconds. `trim` is for giving memory back *now*, and
+    /// for a thread about to go idle (only a heap's own thread may purge
+    /// its free pages while it lives). Without `tls`, the heap of an
+    /// exited thread whose stack the thread library keeps may be
+    /// unprovable as abandoned; see the README's limits.
     fn trim(self) {
         // SAFETY: `Self::heap()` is the calling thread's heap.
         unsafe { Self::state().trim(Self::heap(), Self::USES_TLS) }
@@ -170,9 +178,14 @@ pub trait InstanceExt: Instance {
     }
 
     /// How long memory without live blocks stays committed before it is
-    /// given back to the kernel (default 10 ms; `Duration::ZERO`: at once).
-    /// Memory freed and reused within the delay is not purged and
-    /// refaulted.
+    /// given back to the kernel (default 10 ms; `Duration::ZERO`: on the
+    /// next slow path). Memory freed and reused within the delay is not
+    /// purged and refaulted. emma has no thread of its own: purging
+    /// happens on the slow paths of threads using the instance, so the
+    /// delay is a lower bound, and a thread's own free pages wait for that
+    /// thread's next allocation (or its exit, or [`InstanceExt::trim`]).
+    /// Empty segments kept for reuse are unmapped half a second after
+    /// being purged.
     fn set_purge_delay(self, delay: core::time::Duration) {
         let ns = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
         Self::state().store.set_purge_delay_ns(ns)

@@ -313,6 +313,10 @@ pub struct Segment {
     /// Bit `i` set: slice `i` was given back with `MADV_FREE` and not used
     /// since (dirty, but not to be purged again).
     pub lazy_slices: u64,
+    /// Free slices that were dirty at the owning heap's last purge check
+    /// and have stayed free since: purged at the next check, which comes
+    /// at least the purge delay later (see `crate::purge`).
+    pub purge_mark: u64,
     /// Pages currently set up.
     pub pages_in_use: u32,
     /// Neighbours in the owning heap's segment list or the instance cache.
@@ -389,6 +393,7 @@ impl Segment {
             ptr::addr_of_mut!((*seg).free_slices).write(ALL_PAGE_SLICES);
             ptr::addr_of_mut!((*seg).dirty_slices).write(dirty | 1);
             ptr::addr_of_mut!((*seg).lazy_slices).write(0);
+            ptr::addr_of_mut!((*seg).purge_mark).write(0);
             ptr::addr_of_mut!((*seg).pages_in_use).write(0);
             ptr::addr_of_mut!((*seg).next).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
@@ -411,10 +416,17 @@ impl Segment {
 
     /// Finds `n` consecutive free slices; returns the first one's index.
     pub fn find_span(&self, n: usize) -> Option<usize> {
+        self.find_span_in(n, u64::MAX)
+    }
+
+    /// Finds `n` consecutive free slices among `among` (a slice bitmap,
+    /// e.g. the dirty ones, which need no page faults).
+    pub fn find_span_in(&self, n: usize, among: u64) -> Option<usize> {
+        let free = self.free_slices & among;
         // Bit j of `runs` is set iff slices j .. j+n are all free.
-        let mut runs = self.free_slices;
+        let mut runs = free;
         for i in 1..n {
-            runs &= self.free_slices >> i;
+            runs &= free >> i;
         }
         (runs != 0).then(|| runs.trailing_zeros() as usize)
     }
@@ -441,6 +453,7 @@ impl Segment {
             let fresh = s.dirty_slices & mask == 0;
             s.dirty_slices |= mask;
             s.lazy_slices &= !mask;
+            s.purge_mark &= !mask;
             s.pages_in_use += 1;
             for i in head..head + n {
                 s.head_of[i] = head as u8;
@@ -522,12 +535,17 @@ impl Segment {
         unsafe { (*seg).pages.as_mut_ptr().add(slice) }
     }
 
-    /// The ranges of free slices that still hold memory, for purging:
-    /// calls `f(first, count)` for each maximal run and records what it
-    /// reports: [`Purged::Zeroed`] slices are clean again, [`Purged::Lazily`]
-    /// ones are not purged again until reused.
-    pub fn for_dirty_free_runs(&mut self, mut f: impl FnMut(usize, usize) -> Purged) {
-        let mut todo = self.free_slices & self.dirty_slices & !self.lazy_slices & ALL_PAGE_SLICES;
+    /// Free slices that still hold memory (and were not given back lazily).
+    pub fn purgeable(&self) -> u64 {
+        self.free_slices & self.dirty_slices & !self.lazy_slices & ALL_PAGE_SLICES
+    }
+
+    /// The ranges of free slices among `only` that still hold memory, for
+    /// purging: calls `f(first, count)` for each maximal run and records
+    /// what it reports: [`Purged::Zeroed`] slices are clean again,
+    /// [`Purged::Lazily`] ones are not purged again until reused.
+    pub fn for_dirty_free_runs(&mut self, only: u64, mut f: impl FnMut(usize, usize) -> Purged) {
+        let mut todo = self.purgeable() & only;
         while todo != 0 {
             let first = todo.trailing_zeros() as usize;
             let len = (!(todo >> first)).trailing_zeros() as usize;

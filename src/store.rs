@@ -15,6 +15,7 @@
 use crate::harden::{self, Keys};
 use crate::huge::HugeCache;
 use crate::os::{self, Purge};
+use crate::purge::{self, Clock};
 use crate::segmap::SegMap;
 use crate::segment::{Purged, Segment, SEGMENT_SIZE, SLICE_SIZE};
 use crate::sync::{Lock, LockGuard};
@@ -26,13 +27,14 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering
 /// Empty small segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 16;
 /// The most recently released cached segments keep their memory (no
-/// `madvise`, no page faults when reused); older ones are purged. Programs
-/// that free and reallocate large blocks in waves would otherwise pay a
-/// purge and refault per wave. Measured on the mixed-sizes benchmark
+/// `madvise`, no page faults when reused) until they have been idle for
+/// the purge delay; older ones are purged as they leave this window.
+/// Programs that free and reallocate large blocks in waves would otherwise
+/// pay a purge and refault per wave. Measured on the mixed-sizes benchmark
 /// (1000 blocks of 16 B-1 MiB replaced at random): purging every released
 /// segment took 1.76 s (1,400 `madvise`, 1.5 s system time); 4 warm of 8
 /// cached 1.14 s; 8 of 16: 0.55 s (mimalloc: 0.75 s); 16 of 16: 0.39 s but
-/// 30 MiB more RSS at the end. `trim` purges them all.
+/// 30 MiB more RSS at the end. `trim` purges them all at once.
 const WARM_SEGMENTS: usize = 8;
 
 /// Counters of one instance's mappings. All exact; read without a lock.
@@ -79,12 +81,15 @@ impl StoreStats {
 struct Cached {
     /// Empty small segments, oldest first.
     segments: [*mut Segment; SEGMENT_CACHE_MAX],
+    /// When each was cached (ns of the instance's clock).
+    since: [u64; SEGMENT_CACHE_MAX],
     count: usize,
 }
 
 impl Cached {
     const EMPTY: Cached = Cached {
         segments: [ptr::null_mut(); SEGMENT_CACHE_MAX],
+        since: [0; SEGMENT_CACHE_MAX],
         count: 0,
     };
 
@@ -94,17 +99,28 @@ impl Cached {
         Some(self.segments[self.count])
     }
 
-    /// Caches `seg`; returns the oldest segment if the cache overflowed.
-    fn push(&mut self, seg: *mut Segment) -> Option<*mut Segment> {
+    /// Caches `seg`, idle since `now`; returns the oldest segment if the
+    /// cache overflowed.
+    fn push(&mut self, seg: *mut Segment, now: u64) -> Option<*mut Segment> {
         let mut evicted = None;
         if self.count == SEGMENT_CACHE_MAX {
             evicted = Some(self.segments[0]);
             self.segments.copy_within(1.., 0);
+            self.since.copy_within(1.., 0);
             self.count -= 1;
         }
         self.segments[self.count] = seg;
+        self.since[self.count] = now;
         self.count += 1;
         evicted
+    }
+
+    /// Removes the oldest `n` segments (idle the longest) into `out`.
+    fn take_oldest(&mut self, n: usize, out: &mut [*mut Segment; SEGMENT_CACHE_MAX]) {
+        out[..n].copy_from_slice(&self.segments[..n]);
+        self.segments.copy_within(n.., 0);
+        self.since.copy_within(n.., 0);
+        self.count -= n;
     }
 
     /// The segment that just left the warm window, if any.
@@ -135,6 +151,10 @@ pub struct SegmentStore {
     /// How long free memory stays committed before it is purged, in
     /// nanoseconds (see [`DEFAULT_PURGE_DELAY_NS`]).
     purge_delay_ns: AtomicU64,
+    /// The instance's rate-limited clock (see [`crate::purge`]).
+    pub(crate) clock: Clock,
+    /// When the cache next needs a look (ns; `u64::MAX`: empty).
+    next_cache_check: AtomicU64,
 }
 
 /// Free memory idle for this long is given back to the kernel: short
@@ -164,12 +184,20 @@ impl SegmentStore {
             lazy_purge: AtomicBool::new(false),
             limit_hook: AtomicPtr::new(ptr::null_mut()),
             purge_delay_ns: AtomicU64::new(DEFAULT_PURGE_DELAY_NS),
+            clock: Clock::new(),
+            next_cache_check: AtomicU64::new(u64::MAX),
         }
     }
 
     /// How long free memory may stay committed before it is purged (ns).
     pub fn purge_delay_ns(&self) -> u64 {
         self.purge_delay_ns.load(Ordering::Relaxed)
+    }
+
+    /// How long a cached empty segment stays warm (ns).
+    fn cache_delay_ns(&self) -> u64 {
+        self.purge_delay_ns()
+            .saturating_mul(purge::CACHE_DELAY_FACTOR)
     }
 
     /// Sets the purge delay (ns); 0 purges as soon as memory is free.
@@ -340,11 +368,14 @@ impl SegmentStore {
 
     /// Takes back an empty small segment: caches it (still warm), purging
     /// the cached segment that thereby leaves the warm window and unmapping
-    /// the oldest when the cache is full.
+    /// the oldest when the cache is full. The segment itself is purged once
+    /// it has been idle for the purge delay ([`SegmentStore::tick`]).
     ///
     /// # Safety
     /// The segment has no pages and its heap has forgotten it.
     pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
+        let now = self.clock.now();
+        let delay = self.cache_delay_ns();
         // SAFETY: per contract the segment is idle and ours.
         unsafe {
             (*seg)
@@ -353,16 +384,65 @@ impl SegmentStore {
                 .store(ptr::null_mut(), Ordering::Relaxed);
             let g = self.lock();
             let c = &mut *self.cached.get();
-            let evicted = c.push(seg);
+            let evicted = c.push(seg, now);
             if let Some(cold) = c.coldest_warm() {
                 // Purged under the lock: the cache owns it, and this is rare
                 // (once per segment leaving the warm window).
                 self.purge_segment(cold);
             }
+            if delay == 0 {
+                self.purge_segment(seg);
+            }
             drop(g);
+            self.next_cache_check
+                .fetch_min(purge::deadline(now, delay), Ordering::Relaxed);
             if let Some(old) = evicted {
                 self.unmap_segment(old);
             }
+        }
+    }
+
+    /// Purges the cached segments idle for the purge delay and unmaps
+    /// those idle for [`purge::UNMAP_AFTER_NS`] longer. Cheap when nothing
+    /// is due (one atomic load); called from the slow paths' ticks.
+    pub(crate) fn tick(&self, now: u64) {
+        let next = self.next_cache_check.load(Ordering::Relaxed);
+        if now < next
+            || self
+                .next_cache_check
+                .compare_exchange(next, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let delay = self.cache_delay_ns();
+        let unmap_after = delay.saturating_add(purge::UNMAP_AFTER_NS);
+        let mut gone = [ptr::null_mut(); SEGMENT_CACHE_MAX];
+        let (n, next) = {
+            let _g = self.lock();
+            // SAFETY: lock held.
+            let c = unsafe { &mut *self.cached.get() };
+            let old = (0..c.count)
+                .take_while(|&i| now.saturating_sub(c.since[i]) >= unmap_after)
+                .count();
+            c.take_oldest(old, &mut gone);
+            let mut next = u64::MAX;
+            for i in 0..c.count {
+                let idle = now.saturating_sub(c.since[i]);
+                if idle >= delay {
+                    // SAFETY: cached segments are the cache's, under the lock.
+                    unsafe { self.purge_segment(c.segments[i]) };
+                    next = next.min(c.since[i].saturating_add(unmap_after));
+                } else {
+                    next = next.min(c.since[i].saturating_add(delay));
+                }
+            }
+            (old, next)
+        };
+        self.next_cache_check.fetch_min(next, Ordering::Relaxed);
+        for &seg in &gone[..n] {
+            // SAFETY: removed from the cache, so nobody else has it.
+            unsafe { self.unmap_segment(seg) };
         }
     }
 
@@ -384,11 +464,21 @@ impl SegmentStore {
     /// # Safety
     /// The caller owns the segment's metadata.
     pub(crate) unsafe fn purge_segment(&self, seg: *mut Segment) {
+        // SAFETY: forwarded contract.
+        unsafe { self.purge_slices(seg, u64::MAX) }
+    }
+
+    /// Gives the dirty free slices of `seg` among `only` (a slice bitmap)
+    /// back to the kernel.
+    ///
+    /// # Safety
+    /// The caller owns the segment's metadata.
+    pub(crate) unsafe fn purge_slices(&self, seg: *mut Segment, only: u64) {
         let how = self.purge_mode();
         let base = seg as usize;
         // SAFETY: per contract.
         let s = unsafe { &mut *seg };
-        s.for_dirty_free_runs(|first, len| {
+        s.for_dirty_free_runs(only, |first, len| {
             let bytes = len * SLICE_SIZE;
             // SAFETY: free slices hold no live block.
             let done = unsafe {

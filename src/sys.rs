@@ -185,7 +185,6 @@ pub fn gettid() -> u32 {
 /// Nanoseconds of `CLOCK_MONOTONIC` (`clock_gettime(2)` as a raw syscall:
 /// without libc there is no vDSO fast path, so callers read it on slow
 /// paths only and rate-limit themselves). 0 if the kernel refuses.
-#[allow(dead_code)] // the purge policy's clock; its users land next
 pub fn monotonic_ns() -> u64 {
     const CLOCK_MONOTONIC: usize = 1;
     // struct timespec { tv_sec, tv_nsec }
@@ -195,6 +194,29 @@ pub fn monotonic_ns() -> u64 {
         Ok(_) => (ts[0] as u64)
             .wrapping_mul(1_000_000_000)
             .wrapping_add(ts[1] as u64),
+        Err(_) => 0,
+    }
+}
+
+/// The CPU's time-stamp counter (`rdtsc`): a few cycles, no syscall. Only
+/// a gate for how often [`monotonic_ns`] is read, never a clock itself:
+/// its rate is unknown and it may differ a little between CPUs.
+#[inline]
+pub fn cycles() -> u64 {
+    // SAFETY: `rdtsc` is available on every x86_64 CPU and only reads.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// The address the kernel clears (and futex-wakes) when the calling thread
+/// exits: its `clear_child_tid`, set by the thread library through
+/// `CLONE_CHILD_CLEARTID` or `set_tid_address` (`prctl(PR_GET_TID_ADDRESS)`;
+/// needs `CONFIG_CHECKPOINT_RESTORE`). 0 if unknown.
+pub fn tid_address() -> usize {
+    const PR_GET_TID_ADDRESS: usize = 40;
+    let mut addr = 0usize;
+    // SAFETY: the kernel writes one pointer into `addr`.
+    match unsafe { syscall!(Sysno::prctl, PR_GET_TID_ADDRESS, &mut addr as *mut usize) } {
+        Ok(_) => addr,
         Err(_) => 0,
     }
 }
@@ -275,7 +297,6 @@ pub fn abort() -> ! {
 /// with `process_vm_readv(2)`, which fails with EFAULT instead of faulting
 /// when the memory is not readable. Used to inspect pointers of unknown
 /// origin in diagnostics.
-#[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
 pub fn read_own_memory(addr: usize, buf: &mut [u8]) -> Result<(), Errno> {
     #[repr(C)]
     struct IoVec {

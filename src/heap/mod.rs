@@ -8,6 +8,11 @@
 //!   Heap::alloc(heap, class)             fast: pop page.free, used += 1
 //!     Heap::alloc_slow(heap, class)      #[cold]
 //!       drain_remote                     free blocks other threads sent us
+//!       maybe_tick                       now and then (one rdtsc otherwise):
+//!                                        purge our free slices after the
+//!                                        delay; instance: purge cached
+//!                                        segments, collect exited threads'
+//!                                        heaps (crate::purge)
 //!       Heap::alloc_from_queue           next page with free or uncarved blocks
 //!       Heap::alloc_from_new_page        slices from our segments, or
 //!         SegmentStore::alloc_segment    a cached or fresh segment
@@ -27,7 +32,9 @@
 //! threads claim heaps). Only the owner touches its pages, queues and
 //! segments, so none of that needs atomics. Other threads only push onto
 //! `remote`. Heaps are never freed while the instance lives: when a thread
-//! exits, its heap (with its segments and pages) waits for a new owner.
+//! exits, its heap (with its segments and pages) is collected by another
+//! thread's slow path ([`Heap::collect`]) and waits, emptied, for a new
+//! owner.
 //!
 //! # Invariants
 //! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
@@ -40,7 +47,8 @@
 
 use crate::harden::{self, Keys};
 use crate::instance::InstanceState;
-use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICE_SIZE};
+use crate::purge;
+use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICES, SLICE_SIZE};
 use crate::size_class::{Class, CLASS_COUNT};
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -48,6 +56,7 @@ use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Orde
 
 mod queue;
 mod remote;
+mod trim;
 
 /// Remote frees to one owner gathered before one CAS hands them over.
 pub const REMOTE_BATCH: u32 = 32;
@@ -84,6 +93,9 @@ pub struct Heap {
     pub owner_tp: AtomicUsize,
     /// Kernel thread id of the owning thread (0: none).
     pub owner_tid: AtomicU32,
+    /// The owning thread's `clear_child_tid` address (0: unknown), which
+    /// the kernel zeroes when the thread exits (see [`crate::instance`]).
+    pub owner_ctid: AtomicUsize,
     /// The instance's fork epoch when the owner last claimed or refreshed
     /// the heap; a heap from an older epoch was inherited through `fork`.
     pub epoch: AtomicU32,
@@ -110,6 +122,12 @@ pub struct Heap {
     batch_len: u32,
     /// Recently freed blocks and the zero-size region (`hardened`).
     pub quarantine: harden::Quarantine,
+    /// Time-stamp counter of the heap's last look at the clock
+    /// ([`crate::purge::tick_due`]).
+    tick_cycles: u64,
+    /// When the free slices of the heap's segments are purged (ns; 0: no
+    /// free slice waits).
+    purge_at: u64,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -155,6 +173,7 @@ impl Heap {
             remote: AtomicPtr::new(ptr::null_mut()),
             owner_tp: AtomicUsize::new(0),
             owner_tid: AtomicU32::new(0),
+            owner_ctid: AtomicUsize::new(0),
             epoch: AtomicU32::new(0),
             busy: AtomicU32::new(0),
             instance,
@@ -170,6 +189,8 @@ impl Heap {
             batch_tail: ptr::null_mut(),
             batch_len: 0,
             quarantine: harden::Quarantine::new(),
+            tick_cycles: 0,
+            purge_at: 0,
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -238,6 +259,7 @@ impl Heap {
             (*h).set_busy(true);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
+            Heap::maybe_tick(h);
             let mut b = Heap::alloc_from_queue(h, c);
             if b.is_null() {
                 b = Heap::alloc_from_new_page(h, c);
@@ -275,14 +297,11 @@ impl Heap {
         let n = page_slices(c);
         // SAFETY: the owner manages its segments.
         unsafe {
-            let mut seg = (*h).segments;
-            let mut head = None;
-            while !seg.is_null() {
-                head = (*seg).find_span(n);
-                if head.is_some() {
-                    break;
-                }
-                seg = (*seg).next;
+            // Slices still holding memory first (no page faults, and the
+            // ones idle longest are left to be purged), then any.
+            let (mut seg, mut head) = Heap::find_span(h, n, true);
+            if head.is_none() {
+                (seg, head) = Heap::find_span(h, n, false);
             }
             let head = match head {
                 Some(i) => i,
@@ -306,6 +325,23 @@ impl Heap {
             bump(&(*h).stats.pages, 1);
             Heap::push_front(h, page);
             Heap::alloc_from_queue(h, c)
+        }
+    }
+
+    /// The first of the heap's segments with `n` free slices in a row
+    /// (only among slices that still hold memory if `warm`), and where.
+    unsafe fn find_span(h: *mut Heap, n: usize, warm: bool) -> (*mut Segment, Option<usize>) {
+        // SAFETY: the owner reads its segments.
+        unsafe {
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let among = if warm { (*seg).dirty_slices } else { u64::MAX };
+                if let Some(i) = (*seg).find_span_in(n, among) {
+                    return (seg, Some(i));
+                }
+                seg = (*seg).next;
+            }
+            (seg, None)
         }
     }
 
@@ -383,13 +419,15 @@ impl Heap {
                 Heap::unlink(h, page);
                 Heap::retire(h, page);
             }
+            Heap::maybe_tick(h);
             (*h).set_busy(false);
         }
     }
 
     /// Gives an empty, unqueued page back to its segment, and the segment
     /// back to the store if it was the last page (keeping one segment per
-    /// heap to avoid mapping churn).
+    /// heap to avoid mapping churn). Slices left free in a kept segment are
+    /// purged after the purge delay ([`Heap::maybe_tick`]).
     unsafe fn retire(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages and segments.
         unsafe {
@@ -398,46 +436,10 @@ impl Heap {
             if Segment::release_page(page) && !((*h).segments == seg && (*seg).next.is_null()) {
                 Heap::unlink_segment(h, seg);
                 (*h).inst().release_segment(seg);
+            } else if (*h).purge_at == 0 {
+                let store = &(*h).inst().store;
+                (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
-        }
-    }
-
-    /// Releases every empty page and every segment without pages, and
-    /// purges the free slices of the segments kept.
-    ///
-    /// # Safety
-    /// The calling thread owns `h`, a real heap.
-    pub unsafe fn trim(h: *mut Heap) {
-        // SAFETY: per contract.
-        unsafe {
-            (*h).set_busy(true);
-            harden::quarantine::flush(h);
-            Heap::flush_remote(h);
-            Heap::drain_remote(h);
-            for c in 0..CLASS_COUNT {
-                let mut page = (*h).queues[c].first;
-                while !page.is_null() {
-                    let next = (*page).next;
-                    if (*page).used == 0 {
-                        Heap::unlink(h, page);
-                        bump(&(*h).stats.pages, usize::MAX);
-                        Segment::release_page(page);
-                    }
-                    page = next;
-                }
-            }
-            let mut seg = (*h).segments;
-            while !seg.is_null() {
-                let next = (*seg).next;
-                if (*seg).pages_in_use == 0 {
-                    Heap::unlink_segment(h, seg);
-                    (*h).inst().release_segment(seg);
-                } else {
-                    (*h).inst().purge_segment(seg);
-                }
-                seg = next;
-            }
-            (*h).set_busy(false);
         }
     }
 
@@ -504,6 +506,7 @@ impl Heap {
             (*h).batch_dest = ptr::null_mut();
             (*h).batch_len = 0;
             (*h).quarantine = fresh.quarantine;
+            (*h).purge_at = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -542,3 +542,17 @@ pub fn covered(maps: &[(usize, usize)], base: usize, len: usize) -> bool {
     }
     false
 }
+
+// ---- memory of the process ------------------------------------------------
+
+/// The process's resident set size in bytes, from `/proc/self/statm`.
+pub fn rss() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// `b` bytes in MiB, for messages.
+pub fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}

@@ -1,0 +1,174 @@
+//! Giving a heap's free memory back: on the owner's slow paths after the
+//! purge delay ([`Heap::maybe_tick`]), at once on `trim()`, and when the
+//! heap of an exited thread is collected ([`Heap::collect`]). The policy
+//! is in [`crate::purge`].
+
+use super::*;
+
+impl Heap {
+    /// Looks at the clock if a tick passed since the last look (one
+    /// `rdtsc` otherwise): purges the heap's free slices whose deadline
+    /// passed, then lets the instance do its share (cached segments, heaps
+    /// of exited threads).
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
+    #[inline]
+    pub(super) unsafe fn maybe_tick(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            if purge::tick_due(&mut (*h).tick_cycles) {
+                Heap::tick(h);
+            }
+        }
+    }
+
+    #[cold]
+    unsafe fn tick(h: *mut Heap) {
+        // SAFETY: per contract of `maybe_tick`.
+        unsafe {
+            let inst = (*h).inst();
+            let now = inst.store.clock.now();
+            Heap::purge_idle(h, now);
+            inst.tick(now);
+        }
+    }
+
+    /// Once the heap's purge deadline passed: purges the free slices that
+    /// were already free at the previous deadline and stayed free (idle for
+    /// one to two purge delays), and marks the ones free now for the next
+    /// deadline. Slices freed and reused in between stay warm, and so do
+    /// idle ones up to [`purge::WARM_SHARE`] of the slices in use: a
+    /// thread whose live memory churns reuses them soon, and refaulting
+    /// them would cost more than they take.
+    unsafe fn purge_idle(h: *mut Heap, now: u64) {
+        // SAFETY: the owner manages its segments.
+        unsafe {
+            if (*h).purge_at == 0 || now < (*h).purge_at {
+                return;
+            }
+            let mut in_use = 0;
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                in_use += (SLICES - 1) as u32 - ((*seg).free_slices.count_ones());
+                seg = (*seg).next;
+            }
+            let mut warm = in_use / purge::WARM_SHARE;
+            let mut pending = false;
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let idle = (*seg).purge_mark & (*seg).purgeable();
+                if idle.count_ones() <= warm {
+                    warm -= idle.count_ones();
+                } else {
+                    (*h).inst().purge_slices(seg, idle);
+                }
+                (*seg).purge_mark = (*seg).purgeable();
+                pending |= (*seg).purge_mark != 0;
+                seg = (*seg).next;
+            }
+            (*h).purge_at = if pending {
+                purge::deadline(now, (*h).inst().store.purge_delay_ns())
+            } else {
+                0
+            };
+        }
+    }
+
+    /// Purges the free slices of every segment of the heap, at once.
+    unsafe fn purge_free(h: *mut Heap) {
+        // SAFETY: the owner manages its segments.
+        unsafe {
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                (*h).inst().purge_slices(seg, u64::MAX);
+                (*seg).purge_mark = 0;
+                seg = (*seg).next;
+            }
+            (*h).purge_at = 0;
+        }
+    }
+
+    /// Releases every empty page (also the one a class keeps while its
+    /// thread runs) and every segment without pages.
+    unsafe fn release_empty(h: *mut Heap) {
+        // SAFETY: the owner manages its pages and segments.
+        unsafe {
+            for c in 0..CLASS_COUNT {
+                let mut page = (*h).queues[c].first;
+                while !page.is_null() {
+                    let next = (*page).next;
+                    if (*page).used == 0 {
+                        Heap::unlink(h, page);
+                        bump(&(*h).stats.pages, usize::MAX);
+                        Segment::release_page(page);
+                    }
+                    page = next;
+                }
+            }
+            let mut seg = (*h).segments;
+            while !seg.is_null() {
+                let next = (*seg).next;
+                if (*seg).pages_in_use == 0 {
+                    Heap::unlink_segment(h, seg);
+                    (*h).inst().release_segment(seg);
+                }
+                seg = next;
+            }
+        }
+    }
+
+    /// Releases every empty page and every segment without pages, and
+    /// purges the free slices of the segments kept.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
+    pub unsafe fn trim(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            (*h).set_busy(true);
+            harden::quarantine::flush(h);
+            Heap::flush_remote(h);
+            Heap::drain_remote(h);
+            Heap::release_empty(h);
+            Heap::purge_free(h);
+            (*h).set_busy(false);
+        }
+    }
+
+    /// Collects the heap of an exited thread: hands its pending batch of
+    /// remote frees over, frees what other threads sent it, releases its
+    /// empty pages and segments, and purges its free slices once they
+    /// have waited for the purge delay (later sweeps finish the job).
+    ///
+    /// # Safety
+    /// The calling thread has claimed `h`, a real heap, and no other
+    /// thread can reach it.
+    pub unsafe fn collect(h: *mut Heap, now: u64) {
+        // SAFETY: per contract.
+        unsafe {
+            (*h).set_busy(true);
+            harden::quarantine::flush(h);
+            Heap::flush_remote(h);
+            Heap::drain_remote(h);
+            Heap::release_empty(h);
+            if (*h).segments.is_null() {
+                (*h).purge_at = 0;
+            } else {
+                if (*h).purge_at == 0 {
+                    let delay = (*h).inst().store.purge_delay_ns();
+                    (*h).purge_at = purge::deadline(now, delay);
+                }
+                Heap::purge_idle(h, now);
+            }
+            (*h).set_busy(false);
+        }
+    }
+
+    /// Whether the heap may hold memory to give back: segments, or blocks
+    /// other threads sent it. Read by other threads (atomics only).
+    pub fn has_work(&self) -> bool {
+        self.stats.segments.load(Ordering::Relaxed) != 0
+            || !self.remote.load(Ordering::Relaxed).is_null()
+    }
+}

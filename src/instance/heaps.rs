@@ -1,0 +1,393 @@
+//! Heaps: claiming one for a thread, making new ones, and collecting the
+//! heaps of threads that have exited.
+//!
+//! # Claiming
+//! A thread without a heap claims one in [`InstanceState::acquire_heap`]
+//! (rules in the [module docs](super)); every claim is a compare-and-swap
+//! of `owner_tid`, so two threads never take the same heap.
+//!
+//! # Collecting
+//! A thread's exit runs no code of ours, so its heap is found afterwards:
+//! on a slow path at most every [`purge::COLLECT_INTERVAL_NS`] (more
+//! rarely with many heaps), or on `trim()`, the calling thread walks the
+//! registry and *collects* each heap that has something to give back and
+//! whose owner is gone: claims it, hands out its pending batch of remote
+//! frees, frees what other threads sent to its inbox, releases its empty
+//! pages and segments (which the store purges after the delay), purges
+//! its segments' free slices once their deadline passed, and leaves it
+//! unowned, for rule 2 to give to the next new thread. Heaps that keep
+//! live blocks are looked at again on later sweeps (their inbox fills as
+//! the blocks are freed).
+//!
+//! *Gone* means, with `tls`: `tgkill(tid, 0)` answers ESRCH (a thread
+//! reaches its heap only through its own TLS slot, which died with it).
+//! Without `tls` a thread reaches a heap through the thread-pointer table
+//! whenever the heap's `owner_tp` is its thread pointer, with no claim: a
+//! new thread that inherited the dead thread's stack (and so its thread
+//! pointer) may be using the heap right now. The heap is therefore
+//! collected only if, after it was hidden from the fast path (`owner_tp`
+//! cleared) and a full fence, no live thread has that thread pointer:
+//! - the kernel's `clear_child_tid` word recorded at the claim, when it
+//!   lies in the thread's control block (the page at the thread pointer;
+//!   glibc and musl keep it there), holds no thread id: the kernel clears
+//!   it when a thread exits (glibc then writes -1 once the thread is
+//!   joined), and a new thread on the same control block has its tid
+//!   written there by `clone` before it runs;
+//! - or the control block is no longer mapped (its stack was freed).
+//!
+//! A thread that was inside a fast path on the heap before it was hidden
+//! is alive, so one of the two checks sees it and the heap is handed
+//! back. Otherwise its memory waits for the thread library to reuse or
+//! free the dead thread's stack (see the README's limits).
+
+use super::{InstanceState, ARENA_CHUNK};
+use crate::heap::Heap;
+use crate::{purge, sys, thread};
+use core::ptr;
+use core::sync::atomic::{fence, Ordering};
+
+/// The sweep runs at most every [`purge::COLLECT_INTERVAL_NS`] times
+/// `1 + heaps / HEAPS_PER_INTERVAL`, bounding its syscalls per second.
+const HEAPS_PER_INTERVAL: usize = 64;
+
+impl InstanceState {
+    /// Claims a heap for the calling thread (see the module docs). Null if
+    /// a new heap was needed and no memory could be had.
+    ///
+    /// `by_tid` enables rule 3 (only sound with `tls`).
+    #[cold]
+    pub fn acquire_heap(&self, by_tid: bool) -> *mut Heap {
+        self.enter();
+        if by_tid {
+            self.tls.store(true, Ordering::Relaxed);
+        }
+        let tp = thread::thread_pointer();
+        let tid = sys::gettid();
+        let epoch = self.epoch();
+        // Rule 1: our own thread pointer (our heap, or a dead thread's
+        // whose stack we inherited), unless it was inside a slow path at a
+        // fork, or another live thread holds it right now (a sweep
+        // collecting the dead thread's heap).
+        let found = self.claim_where(tid, |h| {
+            let stale = h.epoch.load(Ordering::Relaxed) != epoch;
+            let owner = h.owner_tid.load(Ordering::Relaxed);
+            h.owner_tp.load(Ordering::Relaxed) == tp
+                && !(stale && h.busy.load(Ordering::Relaxed) != 0)
+                && (owner == 0 || owner == tid || stale || !sys::thread_alive(owner))
+        });
+        // Rule 2: nobody's.
+        let found = found.or_else(|| {
+            self.claim_where(tid, |h| {
+                h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner_tp.load(Ordering::Relaxed) == 0
+            })
+        });
+        // Rule 3: a dead owner's (with `tls` only).
+        let found = found.or_else(|| {
+            if !by_tid {
+                return None;
+            }
+            self.claim_where(tid, |h| {
+                let owner = h.owner_tid.load(Ordering::Relaxed);
+                owner != 0
+                    && owner != tid
+                    && h.epoch.load(Ordering::Relaxed) == epoch
+                    && !sys::thread_alive(owner)
+            })
+        });
+        let h = match found {
+            Some(h) => h,
+            None => match self.new_heap(tid) {
+                Some(h) => h,
+                None => return ptr::null_mut(),
+            },
+        };
+        // SAFETY: as above; the heap is now ours.
+        let hr = unsafe { &*h };
+        hr.owner_tp.store(tp, Ordering::Relaxed);
+        hr.owner_ctid.store(sys::tid_address(), Ordering::Relaxed);
+        hr.epoch.store(epoch, Ordering::Relaxed);
+        hr.busy.store(0, Ordering::Relaxed);
+        h
+    }
+
+    /// Refreshes the calling thread's own heap after a fork (new thread id,
+    /// current epoch), so that it counts as alive again.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap of this instance.
+    pub unsafe fn refresh_heap(&self, h: *mut Heap) {
+        // SAFETY: per contract.
+        let hr = unsafe { &*h };
+        hr.owner_tid.store(sys::gettid(), Ordering::Relaxed);
+        hr.owner_ctid.store(sys::tid_address(), Ordering::Relaxed);
+        hr.epoch.store(self.epoch(), Ordering::Relaxed);
+    }
+
+    /// The first heap matching `pred` that we manage to claim (CAS of
+    /// `owner_tid` from the value `pred` saw to `tid`).
+    fn claim_where(&self, tid: u32, mut pred: impl FnMut(&Heap) -> bool) -> Option<*mut Heap> {
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: registry heaps live as long as the instance.
+            let hr = unsafe { &*h };
+            let seen = hr.owner_tid.load(Ordering::Relaxed);
+            if pred(hr)
+                && hr
+                    .owner_tid
+                    .compare_exchange(seen, tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Some(h);
+            }
+            h = hr.next_heap;
+        }
+        None
+    }
+
+    fn new_heap(&self, tid: u32) -> Option<*mut Heap> {
+        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        let mem = loop {
+            if let Some(m) = self.arena_bump(size) {
+                break m;
+            }
+            self.grow_arena()?;
+        };
+        // SAFETY: `mem` is fresh arena memory of the right size and alignment.
+        unsafe {
+            mem.write(Heap::new(self));
+            (*mem).keys = self.keys().tweak(mem as usize);
+            (*mem).owner_tid.store(tid, Ordering::Relaxed);
+            let mut head = self.heaps.load(Ordering::Relaxed);
+            loop {
+                (*mem).next_heap = head;
+                match self.heaps.compare_exchange_weak(
+                    head,
+                    mem,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(x) => head = x,
+                }
+            }
+        }
+        self.heap_count.fetch_add(1, Ordering::Relaxed);
+        Some(mem)
+    }
+
+    /// Carves `size` bytes of heap metadata from the arena's current
+    /// chunk, if it has room.
+    fn arena_bump(&self, size: usize) -> Option<*mut Heap> {
+        let _g = self.store.lock();
+        // SAFETY: lock held.
+        let a = unsafe { &mut *self.arena.get() };
+        if a.end - a.cur < size {
+            return None;
+        }
+        let m = a.cur;
+        a.cur += size;
+        Some(m as *mut Heap)
+    }
+
+    /// Maps another metadata chunk and makes it the arena's current one.
+    /// The mapping is charged and made without the store's lock: a refusal
+    /// calls the limit hook, which may read statistics, and they take the
+    /// lock. A chunk another thread added meanwhile keeps its unused rest.
+    fn grow_arena(&self) -> Option<()> {
+        self.store.charge(ARENA_CHUNK).ok()?;
+        let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
+            self.store.uncharge(ARENA_CHUNK);
+            return None;
+        };
+        self.store.note_peak();
+        self.store.commit(ARENA_CHUNK);
+        self.store
+            .stats
+            .meta
+            .fetch_add(ARENA_CHUNK, Ordering::Relaxed);
+        let _g = self.store.lock();
+        // SAFETY: lock held.
+        let a = unsafe { &mut *self.arena.get() };
+        let c = chunk.as_ptr();
+        // SAFETY: fresh chunk; its first word links the chunk list.
+        unsafe { c.cast::<*mut u8>().write(a.chunks) };
+        a.chunks = c;
+        a.cur = c as usize + 64;
+        a.end = c as usize + ARENA_CHUNK;
+        Some(())
+    }
+
+    /// Number of heaps the instance has made.
+    pub fn heap_count(&self) -> usize {
+        self.heap_count.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` for every heap.
+    pub fn for_each_heap(&self, mut f: impl FnMut(&Heap)) {
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: registry heaps live as long as the instance.
+            let hr = unsafe { &*h };
+            f(hr);
+            h = hr.next_heap;
+        }
+    }
+
+    /// The instance's part of a slow path's tick (see [`crate::purge`]):
+    /// purges the store's idle cached segments, and now and then collects
+    /// the heaps of exited threads.
+    pub(crate) fn tick(&self, now: u64) {
+        self.store.tick(now);
+        let next = self.next_collect.load(Ordering::Relaxed);
+        let every =
+            purge::COLLECT_INTERVAL_NS * (1 + self.heap_count() / HEAPS_PER_INTERVAL) as u64;
+        if now >= next
+            && self
+                .next_collect
+                .compare_exchange(next, now + every, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.collect_abandoned(self.tls.load(Ordering::Relaxed), now, false);
+        }
+    }
+
+    /// Collects every heap whose owner is gone (see the module docs).
+    /// `tls`: owners are proven gone by thread id alone. One sweep at a
+    /// time; with `wait` the caller waits for a running one to finish and
+    /// then sweeps itself, else it leaves the work to the running one.
+    pub(crate) fn collect_abandoned(&self, tls: bool, now: u64, wait: bool) {
+        while self
+            .collecting
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            if !wait {
+                return;
+            }
+            sys::sched_yield();
+        }
+        let me = sys::gettid();
+        let my_tp = thread::thread_pointer();
+        let epoch = self.epoch();
+        let mut h = self.heaps.load(Ordering::Acquire);
+        while !h.is_null() {
+            // SAFETY: registry heaps live as long as the instance.
+            let hr = unsafe { &*h };
+            let owner = hr.owner_tid.load(Ordering::Relaxed);
+            let tp = hr.owner_tp.load(Ordering::Relaxed);
+            let candidate = hr.has_work()
+                && owner != me
+                && tp != my_tp
+                && if owner == 0 {
+                    tp == 0
+                } else {
+                    // A heap from before a fork is left to rule 1.
+                    hr.epoch.load(Ordering::Relaxed) == epoch && !sys::thread_alive(owner)
+                };
+            if candidate {
+                self.collect_one(h, owner, me, tls, now);
+            }
+            h = hr.next_heap;
+        }
+        self.collecting.store(false, Ordering::Release);
+    }
+
+    /// Claims heap `h` from `owner` (0 or an exited thread), collects it
+    /// and leaves it unowned; without `tls` only if no live thread can be
+    /// using it (see the module docs).
+    fn collect_one(&self, h: *mut Heap, owner: u32, me: u32, tls: bool, now: u64) {
+        // SAFETY: registry heaps live as long as the instance.
+        let hr = unsafe { &*h };
+        if !tls && owner != 0 {
+            let tp = hr.owner_tp.load(Ordering::Relaxed);
+            let ctid = hr.owner_ctid.load(Ordering::Relaxed);
+            if let Some(t) = occupant(tp, ctid) {
+                // A new thread inherited the heap with the stack: record
+                // it as the owner, so that its own exit is noticed.
+                if t != 0 && t != owner && sys::thread_alive(t) {
+                    let _ = hr.owner_tid.compare_exchange(
+                        owner,
+                        t,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                return;
+            }
+            if !self.claim(hr, owner, me) {
+                return;
+            }
+            // Hide the heap from the fast path, then look again: a thread
+            // that found it before is alive and visible now.
+            hr.owner_tp.store(0, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if occupant(tp, ctid).is_some() {
+                hr.owner_tp.store(tp, Ordering::Relaxed);
+                let _ =
+                    hr.owner_tid
+                        .compare_exchange(me, owner, Ordering::Release, Ordering::Relaxed);
+                return;
+            }
+        } else if !self.claim(hr, owner, me) {
+            return;
+        }
+        // SAFETY: we claimed the heap and no other thread can reach it.
+        unsafe { Heap::collect(h, now) };
+        hr.owner_tp.store(0, Ordering::Relaxed);
+        hr.owner_ctid.store(0, Ordering::Relaxed);
+        // Unowned now; the compare-and-swap keeps this from undoing a
+        // claim nobody else can make while we hold it.
+        let _ = hr
+            .owner_tid
+            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    fn claim(&self, hr: &Heap, owner: u32, me: u32) -> bool {
+        hr.owner_tid
+            .compare_exchange(owner, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Gives back to the kernel what the calling thread's heap and the
+    /// instance's caches hold without live blocks, and collects the heaps
+    /// of threads that have exited (see the module docs for which).
+    ///
+    /// # Safety
+    /// `h` is the calling thread's heap (or the empty heap).
+    pub unsafe fn trim(&self, h: *mut Heap, tls: bool) {
+        self.enter();
+        if tls {
+            self.tls.store(true, Ordering::Relaxed);
+        }
+        if !Heap::is_empty_heap(h) {
+            // SAFETY: per contract.
+            unsafe { Heap::trim(h) };
+        }
+        self.collect_abandoned(tls, self.store.clock.now(), true);
+        self.store.drain_caches();
+    }
+}
+
+/// The thread that has thread pointer `tp` now, if any: `Some(tid)` (0 if
+/// its tid is unknown) or `None` when provably nobody (see the module
+/// docs). `ctid` is the `clear_child_tid` address the heap's owner had.
+fn occupant(tp: usize, ctid: usize) -> Option<u32> {
+    if tp == 0 {
+        return None;
+    }
+    if ctid != 0 && ctid.wrapping_sub(tp) < sys::PAGE_SIZE {
+        let mut w = [0u8; 4];
+        if sys::read_own_memory(ctid, &mut w).is_ok() {
+            // The kernel writes 0 at exit; glibc writes -1 once the thread
+            // is joined (glibc before 2.25 also negated a live thread's tid
+            // in a `vfork` child, while the thread itself was suspended).
+            let tid = i32::from_ne_bytes(w);
+            return (tid > 0).then_some(tid as u32);
+        }
+    }
+    let mut w = [0u8; 8];
+    match sys::read_own_memory(tp, &mut w) {
+        Err(sys::Errno::EFAULT) => None,
+        _ => Some(0),
+    }
+}
