@@ -48,30 +48,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The `LD_PRELOAD` library with `tls` on or off, built with this test's
-/// profile. The one place that knows where the library comes from.
+/// profile.
 fn preload_library(tls: bool) -> PathBuf {
-    if tls == cfg!(feature = "tls") {
-        return util::example_cdylib("preload");
-    }
-    let (profile, dir) = util::profile();
-    let target = util::embed_dir().join(if tls { "reclaim-tls" } else { "reclaim-notls" });
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(util::root())
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            &profile,
-            "--example",
-            "preload",
-        ])
-        .arg("--target-dir")
-        .arg(&target);
-    if tls {
-        cmd.args(["--features", "tls"]);
-    }
-    util::run_ok(&mut cmd);
-    target.join(dir).join("examples").join("libpreload.so")
+    util::libemma_mode(tls)
 }
 
 /// Light traffic: a few blocks of several classes, allocated and freed.

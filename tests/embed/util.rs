@@ -157,9 +157,15 @@ pub fn example_cdylib(name: &str) -> PathBuf {
 /// set; returns its path. The one place tests name the library.
 #[allow(dead_code)] // not every test binary that includes this file preloads
 pub fn libemma() -> PathBuf {
+    libemma_mode(cfg!(feature = "tls"))
+}
+
+/// [`libemma`] with per-thread heaps (`tls`) on or off, whatever this test
+/// was built with.
+pub fn libemma_mode(tls: bool) -> PathBuf {
     let mut f = Vec::new();
     for (on, name) in [
-        (cfg!(feature = "tls"), "tls"),
+        (tls, "tls"),
         (cfg!(feature = "boundary-checks"), "boundary-checks"),
         (cfg!(feature = "hardened"), "hardened"),
     ] {
