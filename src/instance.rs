@@ -320,17 +320,16 @@ impl InstanceState {
             // SAFETY: lock held.
             let a = unsafe { &mut *self.arena.get() };
             if a.end - a.cur < size {
-                self.store.charge(ARENA_CHUNK).ok()?;
+                self.store.commit_locked(ARENA_CHUNK).ok()?;
                 let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
-                    self.store.uncharge(ARENA_CHUNK);
+                    self.store.decommit(ARENA_CHUNK);
                     return None;
                 };
                 let c = chunk.as_ptr();
                 // SAFETY: fresh chunk; its first word links the chunk list.
                 unsafe { c.cast::<*mut u8>().write(a.chunks) };
                 a.chunks = c;
-                self.store.note_peak();
-                self.store.commit(ARENA_CHUNK);
+                self.store.charge(ARENA_CHUNK);
                 self.store
                     .stats
                     .meta
