@@ -69,6 +69,7 @@ run() {
     child_cpu
     cpus+=($((cpu_now - c0)))
     if [ "$rc" -eq 0 ]; then results+=(ok); else results+=(FAILED); fi
+    printf '<== %s: %s (%ss wall, %ss CPU)\n' "$name" "${results[-1]}" "${secs[-1]}" "${cpus[-1]}"
 }
 
 installs() {
