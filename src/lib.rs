@@ -261,13 +261,15 @@ pub trait InstanceExt: Instance {
     ///   room for eight blocks (at most 63 × 64 KiB) for larger ones —
     ///   plus 64 KiB of metadata per 4 MiB segment. A page's memory is
     ///   reused for later blocks without counting again;
-    /// - huge blocks: their mapping, the size plus one page (two with
-    ///   `hardened`) rounded up to 4 MiB;
+    /// - huge blocks: their whole mapping, the size plus a header page
+    ///   (more for alignments above 4 KiB) rounded up to 4 MiB;
     /// - the heaps' metadata, in 64 KiB chunks;
     /// - free memory that has not been given back yet: cached segments and
     ///   huge blocks, pages freed within the purge delay, and with
     ///   [`Purge::Free`] purged memory until it is reused. When a request
-    ///   would pass the cap, emma first unmaps its caches and retries.
+    ///   would pass the cap, emma first unmaps its caches and retries
+    ///   (except for a new thread's heap metadata, which is refused at
+    ///   once).
     ///
     /// Reserved address space that was never touched does not count:
     /// `Stats::mapped` may exceed the cap. Memory already committed stays;
