@@ -96,11 +96,6 @@ clippy() {
     cargo clippy -p emma-macro-tests --all-targets -- -D warnings
 }
 
-stable() {
-    cargo +stable test "${ci[@]}" --features allocator-api2
-    cargo +stable test "${ci[@]}" -p emma-macro-tests
-}
-
 fuzz() {
     # Fuzzing grows the corpus in place; work on a copy so the checkout
     # stays clean.
@@ -123,7 +118,8 @@ run "tests: thread-pointer mode (--no-default-features)" \
 run "tests: boundary-checks, hardened" cargo test "${ci[@]}" --features boundary-checks,hardened --tests
 run "tests: hardened alone" cargo test "${ci[@]}" --features hardened --lib --test hardened
 run "tests: macros/ crate" cargo test "${ci[@]}" -p emma-macro-tests
-run "tests: stable toolchain" stable
+run "tests: stable toolchain" cargo +stable test "${ci[@]}" --features allocator-api2
+run "tests: macros/ crate on stable" cargo +stable test "${ci[@]}" -p emma-macro-tests
 # Miri cannot run emma's TLS assembly: the thread-pointer mode it is.
 run "miri: engine unit tests" cargo miri test --no-default-features --lib
 run "fuzz: bounded, from the checked-in corpus" fuzz
