@@ -17,8 +17,22 @@ use core::ptr;
 use core::sync::atomic::Ordering;
 
 /// An emma instance: a zero-sized type minted by
-/// [`emma_instance!`](crate::emma_instance), naming one [`InstanceState`]
-/// and one per-thread heap slot.
+/// [`emma_instance!`](crate::emma_instance), naming the instance's static
+/// state and its per-thread heap slot. Its methods are hidden plumbing; what
+/// users call is [`GlobalAlloc`](core::alloc::GlobalAlloc), the `Allocator`
+/// traits (features `allocator-api`, `allocator-api2`) and
+/// [`InstanceExt`](crate::InstanceExt), implemented for every instance.
+///
+/// ```
+/// use emma::{Instance, InstanceExt};
+/// emma::emma_instance!(pub Heap);
+///
+/// // Code generic over the instance it runs on.
+/// fn committed<I: Instance>(i: I) -> usize {
+///     i.stats().committed
+/// }
+/// assert_eq!(committed(Heap), 0);
+/// ```
 ///
 /// # Safety
 /// Implemented only by `emma_instance!`. `state` must always return the

@@ -192,10 +192,13 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
             count(store, e.len, true);
             return (b, false);
         }
+        if store.commit(need).is_err() {
+            return (ptr::null_mut(), false);
+        }
         let Some(base) = store.map(need) else {
+            store.decommit(need);
             return (ptr::null_mut(), false);
         };
-        store.commit(need);
         count(store, need, true);
         guard(base);
         // SAFETY: fresh mapping of `need` bytes.
@@ -228,11 +231,11 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
     let Some(over) = body.checked_add(align) else {
         return ptr::null_mut();
     };
-    if store.charge(len).is_err() {
+    if store.commit(len).is_err() {
         return ptr::null_mut();
     }
     let Ok(raw) = os::map_aligned(over, align) else {
-        store.uncharge(len);
+        store.decommit(len);
         return ptr::null_mut();
     };
     // raw is aligned: block at raw + align, header at block - SEGMENT_SIZE.
@@ -244,12 +247,11 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
     if store.segmap.insert(seg, len).is_err() {
         // SAFETY: nobody has seen the mapping.
         unsafe { os::unmap(base, len) };
-        store.uncharge(len);
+        store.decommit(len);
         return ptr::null_mut();
     }
     count(store, len, true);
-    store.commit(len);
-    store.note_peak();
+    store.charge(len);
     guard(base);
     // SAFETY: `[seg, seg + len)` is ours; the block is at seg + SEGMENT_SIZE.
     unsafe { init(base, len, align, instance) }
@@ -335,7 +337,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
         }
         return block;
     }
-    if align > SEGMENT_SIZE || store.charge(need - map_len).is_err() {
+    if align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
         return ptr::null_mut();
     }
     // Under the lock: the old header vanishes with the move.
@@ -360,13 +362,12 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
                 .stats
                 .huge_bytes
                 .fetch_add(need - map_len, Ordering::Relaxed);
-            store.commit(need - map_len);
-            store.note_peak();
+            store.charge(need - map_len);
             // SAFETY: just set.
             unsafe { (*h).block }
         }
         Err(_) => {
-            store.uncharge(need - map_len);
+            store.decommit(need - map_len);
             ptr::null_mut()
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! Maps new segments, keeps a small cache of empty ones, gives their memory
 //! back to the kernel, records every mapping in the instance's
-//! [`SegMap`], enforces the instance's memory limit and counts what is
-//! mapped. Heaps come here (on their slow paths) for segments and return
+//! [`SegMap`], enforces the instance's memory limit (on committed bytes:
+//! see [`SegmentStore::commit`]) and counts what is mapped and committed. Heaps come here (on their slow paths) for segments and return
 //! them when their last page empties; huge blocks ([`crate::huge`]) share
 //! the lock, the map and the accounting.
 //!
@@ -142,7 +142,7 @@ pub struct SegmentStore {
     pub(crate) huge: UnsafeCell<HugeCache>,
     /// Mapping counters.
     pub stats: StoreStats,
-    /// Bytes the instance may map at most.
+    /// Bytes the instance may commit at most (`stats.committed`).
     limit: AtomicUsize,
     /// Purge with `MADV_FREE` instead of `MADV_DONTNEED`.
     lazy_purge: AtomicBool,
@@ -164,8 +164,9 @@ pub struct SegmentStore {
 pub const DEFAULT_PURGE_DELAY_NS: u64 = 10_000_000;
 
 /// Called with `(bytes requested, limit)` when an instance's memory limit
-/// refuses a mapping. It runs on the allocating thread, inside the
-/// allocation; it must not allocate from the same instance.
+/// refuses a request: the bytes it would have committed, and the limit. It
+/// runs on the allocating thread, inside the allocation; it must not
+/// allocate from the same instance.
 pub type LimitHook = fn(usize, usize);
 
 // SAFETY: the `UnsafeCell`s are only accessed with `lock` held.
@@ -224,18 +225,18 @@ impl SegmentStore {
         self.lazy_purge.store(how == Purge::Free, Ordering::Relaxed);
     }
 
-    /// The mapping limit in bytes (`usize::MAX`: none).
+    /// The limit on committed bytes (`usize::MAX`: none).
     pub fn limit(&self) -> usize {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// Sets the mapping limit. Mappings already made stay.
+    /// Sets the limit on committed bytes. Memory already committed stays.
     pub fn set_limit(&self, bytes: usize) {
         self.limit.store(bytes, Ordering::Relaxed);
     }
 
     /// Sets (or, with `None`, removes) the function called when the limit
-    /// refuses a mapping.
+    /// refuses a request.
     pub fn set_limit_hook(&self, hook: Option<LimitHook>) {
         let p = hook.map_or(ptr::null_mut(), |f| f as *mut ());
         self.limit_hook.store(p, Ordering::Release);
@@ -252,41 +253,64 @@ impl SegmentStore {
         }
     }
 
-    /// Accounts for `len` more mapped bytes if the limit allows.
-    pub(crate) fn charge(&self, len: usize) -> Result<(), Errno> {
-        let limit = self.limit();
-        let mut cur = self.stats.mapped.load(Ordering::Relaxed);
-        loop {
-            let new = cur.checked_add(len).filter(|&n| n <= limit);
-            let Some(new) = new else {
-                self.limit_hit(len, limit);
-                return Err(Errno::ENOMEM);
-            };
-            match self.stats.mapped.compare_exchange_weak(
-                cur,
-                new,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                // The peak is recorded by `note_peak` once the mapping exists,
-                // so a refused mapping never shows up in it.
-                Ok(_) => return Ok(()),
-                Err(x) => cur = x,
-            }
-        }
+    /// Counts `len` more mapped bytes: address space, which the limit does
+    /// not cap (see [`SegmentStore::commit`]).
+    pub(crate) fn charge(&self, len: usize) {
+        self.stats.mapped.fetch_add(len, Ordering::Relaxed);
+        self.note_peak();
     }
 
-    /// Records the current mapped total in `peak_mapped`; called after each
-    /// successful mapping.
+    /// Undoes [`SegmentStore::charge`].
+    pub(crate) fn uncharge(&self, len: usize) {
+        self.stats.mapped.fetch_sub(len, Ordering::Relaxed);
+    }
+
+    /// Records the current mapped total in `peak_mapped`.
     pub(crate) fn note_peak(&self) {
         let now = self.stats.mapped.load(Ordering::Relaxed);
         self.stats.peak_mapped.fetch_max(now, Ordering::Relaxed);
     }
 
-    /// Counts `bytes` more as committed.
-    #[inline]
-    pub(crate) fn commit(&self, bytes: usize) {
-        self.stats.committed.fetch_add(bytes, Ordering::Relaxed);
+    /// Counts `bytes` more as committed if that keeps the count within the
+    /// limit. The limit caps committed memory rather than mappings because
+    /// that is what users budget: the bytes their blocks occupy (at page
+    /// granularity), not the 4 MiB segments reserved around them. Memory
+    /// is counted before it is touched, so the count never passes the
+    /// limit, even with racing threads.
+    ///
+    /// On refusal the store first unmaps its caches (cached segments and
+    /// huge blocks, still counted) and tries again; then it counts a
+    /// failure, calls the limit hook and answers `ENOMEM`. The caller must
+    /// not hold the store's lock (see [`SegmentStore::commit_locked`]).
+    pub(crate) fn commit(&self, bytes: usize) -> Result<(), Errno> {
+        if self.try_commit(bytes) {
+            return Ok(());
+        }
+        self.drain_caches();
+        if self.try_commit(bytes) {
+            return Ok(());
+        }
+        self.limit_hit(bytes, self.limit());
+        Err(Errno::ENOMEM)
+    }
+
+    fn try_commit(&self, bytes: usize) -> bool {
+        let limit = self.limit();
+        let mut cur = self.stats.committed.load(Ordering::Relaxed);
+        loop {
+            let Some(new) = cur.checked_add(bytes).filter(|&n| n <= limit) else {
+                return false;
+            };
+            match self.stats.committed.compare_exchange_weak(
+                cur,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(x) => cur = x,
+            }
+        }
     }
 
     /// Counts `bytes` less as committed.
@@ -295,27 +319,20 @@ impl SegmentStore {
         self.stats.committed.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Undoes [`SegmentStore::charge`].
-    pub(crate) fn uncharge(&self, len: usize) {
-        self.stats.mapped.fetch_sub(len, Ordering::Relaxed);
-    }
-
     /// Maps `len` bytes aligned to [`SEGMENT_SIZE`], charged and recorded in
-    /// the segmap. Null on failure (limit, kernel refusal).
+    /// the segmap. Null if the kernel refuses. What the mapping commits is
+    /// the caller's to count, beforehand.
     pub(crate) fn map(&self, len: usize) -> Option<NonNull<u8>> {
-        self.charge(len).ok()?;
         let Ok(base) = os::map_aligned(len, SEGMENT_SIZE) else {
-            self.uncharge(len);
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             return None;
         };
         if self.segmap.insert(base.as_ptr() as usize, len).is_err() {
             // SAFETY: we just mapped it and nobody has seen it.
             unsafe { os::unmap(base, len) };
-            self.uncharge(len);
             return None;
         }
-        self.note_peak();
+        self.charge(len);
         Some(base)
     }
 
@@ -348,11 +365,13 @@ impl SegmentStore {
                 }
             }
         }
+        // The metadata slice; the pages' slices are counted as pages are set up.
+        if self.commit(SLICE_SIZE).is_err() {
+            return ptr::null_mut();
+        }
         match self.map(SEGMENT_SIZE) {
             Some(base) => {
                 self.stats.segments.fetch_add(1, Ordering::Relaxed);
-                // The metadata slice.
-                self.commit(SLICE_SIZE);
                 if harden::ENABLED {
                     // The last page of the metadata slice guards it against
                     // underflows of the first page's blocks.
@@ -362,7 +381,10 @@ impl SegmentStore {
                 // SAFETY: fresh, aligned, ours.
                 unsafe { Segment::init(base, instance, keys, 0) }
             }
-            None => ptr::null_mut(),
+            None => {
+                self.decommit(SLICE_SIZE);
+                ptr::null_mut()
+            }
         }
     }
 

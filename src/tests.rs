@@ -2,6 +2,11 @@
 //! test --lib`, over the std-backed OS backend) as well as natively: a
 //! seeded random program checked against a shadow model, cross-thread
 //! frees, realloc across classes, trimming and the heap invariants.
+//!
+//! Under Miri (about 1000 times slower than native code, and slower still
+//! per byte written) the sizes shrink so that the whole Miri step of
+//! `tests/run_all.sh` takes about two minutes on a 2-core machine; the
+//! ignored `random_program_long_run` is the longer Miri run (see there).
 
 extern crate std;
 
@@ -15,8 +20,6 @@ crate::emma_instance!(OtherHeap);
 
 /// Fewer operations under Miri, which is ~1000x slower.
 const SCALE: usize = if cfg!(miri) { 1 } else { 20 };
-/// Operations of the random program per unit of `SCALE`.
-const STEPS: usize = if cfg!(miri) { 150 } else { 300 };
 
 struct Rng(u64);
 impl Rng {
@@ -28,14 +31,35 @@ impl Rng {
     }
 }
 
-/// Mostly small sizes, some medium, a few large (smaller under Miri, where
-/// every byte written is costly).
-fn size_for(r: u64) -> usize {
-    let (medium, large) = if cfg!(miri) {
-        (4_000, 40_000)
-    } else {
-        (20_000, 300_000)
-    };
+/// The shape of a random program: how many operations, and the largest
+/// "medium" and "large" request sizes.
+#[derive(Clone, Copy)]
+struct Program {
+    steps: usize,
+    medium: usize,
+    large: usize,
+}
+
+/// The random program every test run executes. Under Miri it still covers
+/// single-slice pages (blocks up to 8 KiB) and multi-slice ones (up to
+/// 24 KiB), cross-class reallocs and the heap checks, in about a minute.
+const QUICK: Program = if cfg!(miri) {
+    Program {
+        steps: 80,
+        medium: 2_000,
+        large: 20_000,
+    }
+} else {
+    Program {
+        steps: 6_000,
+        medium: 20_000,
+        large: 300_000,
+    }
+};
+
+/// Mostly small sizes, some medium, a few large.
+fn size_for(r: u64, prog: Program) -> usize {
+    let (medium, large) = (prog.medium, prog.large);
     match r % 10 {
         0..=6 => 1 + (r >> 8) as usize % 256,
         7 | 8 => 1 + (r >> 8) as usize % medium,
@@ -56,15 +80,46 @@ unsafe fn verify(p: *mut u8, size: usize, v: u8) {
 
 #[test]
 fn random_program_matches_the_shadow_model() {
+    run_random_program(QUICK);
+}
+
+/// The random program at sizes that take Miri about 20 minutes of real
+/// time on a 2-core machine (150 operations, blocks up to 40 KiB), which is
+/// too long for the everyday test command. Run it before changing the heap
+/// or segment code:
+/// `MIRIFLAGS="-Zmiri-ignore-leaks -Zmiri-permissive-provenance" cargo miri
+/// test --lib -- --ignored random_program_long_run`. Natively it runs
+/// 60,000 operations with blocks up to 1 MiB.
+#[test]
+#[ignore = "long: see the doc comment for the Miri command"]
+fn random_program_long_run() {
+    run_random_program(if cfg!(miri) {
+        Program {
+            steps: 150,
+            medium: 4_000,
+            large: 40_000,
+        }
+    } else {
+        Program {
+            steps: 60_000,
+            medium: 100_000,
+            large: 1 << 20,
+        }
+    });
+}
+
+/// Allocates, reallocates and frees at random, checking every block's
+/// placement and contents against a shadow model of the live blocks.
+fn run_random_program(prog: Program) {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut live: BTreeMap<usize, (usize, usize, u8)> = BTreeMap::new();
-    for step in 0..STEPS * SCALE {
+    for step in 0..prog.steps {
         let r = rng.next();
         // SAFETY: every pointer handed back was allocated with the
         // recorded layout and is freed once.
         unsafe {
             if live.len() < 64 && !r.is_multiple_of(3) || live.is_empty() {
-                let size = size_for(r);
+                let size = size_for(r, prog);
                 let align = 1usize << ((r >> 40) % 8);
                 let l = Layout::from_size_align(size, align).unwrap();
                 let p = UnitHeap.alloc(l);
@@ -87,7 +142,7 @@ fn random_program_matches_the_shadow_model() {
                 if r.is_multiple_of(2) {
                     UnitHeap.dealloc(p, l);
                 } else {
-                    let new = size_for(r >> 3);
+                    let new = size_for(r >> 3, prog);
                     let q = UnitHeap.realloc(p, l, new);
                     verify(q, size.min(new), v);
                     fill(q, new, v);

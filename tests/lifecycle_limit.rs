@@ -1,6 +1,8 @@
-//! Memory limits: a capped instance fails cleanly (null, never abort) once
-//! a new mapping would pass its cap, calls its hook with the request and
-//! the cap, and never maps more than the cap; other instances are
+//! Memory limits: a limit caps an instance's committed bytes (what its
+//! blocks occupy at page granularity, not the 4 MiB segments reserved
+//! around them). A capped instance fails cleanly (null, never abort) once a
+//! request would pass its cap, calls its hook with the request and the
+//! cap, and never commits more than the cap; other instances are
 //! unaffected; raising or removing the cap lets it grow again.
 #![allow(clippy::undocumented_unsafe_blocks)]
 
@@ -11,17 +13,23 @@ use std::sync::{Arc, Barrier};
 
 const MIB: usize = 1 << 20;
 const SEGMENT: usize = 4 * MIB;
+/// The most one request of 24 KiB blocks commits: a page of three 64 KiB
+/// slices, plus the metadata slice of a new segment.
+const SMALL_STEP: usize = 4 * 64 * 1024;
 
 emma::emma_instance!(Capped);
 emma::emma_instance!(Free);
 emma::emma_instance!(Shared);
+emma::emma_instance!(Eight);
+emma::emma_instance!(Filled);
+emma::emma_instance!(Cached);
 
 // What the hook of `Capped` saw.
 static HOOK_CALLS: AtomicUsize = AtomicUsize::new(0);
 static HOOK_REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static HOOK_MAX_REQUESTED: AtomicUsize = AtomicUsize::new(0);
 static HOOK_LIMIT: AtomicUsize = AtomicUsize::new(0);
-static HOOK_MAPPED: AtomicUsize = AtomicUsize::new(0);
+static HOOK_COMMITTED: AtomicUsize = AtomicUsize::new(0);
 
 fn capped_hook(requested: usize, limit: usize) {
     // Runs inside the refused allocation: reading statistics is fine.
@@ -29,7 +37,7 @@ fn capped_hook(requested: usize, limit: usize) {
     HOOK_REQUESTED.store(requested, Relaxed);
     HOOK_MAX_REQUESTED.fetch_max(requested, Relaxed);
     HOOK_LIMIT.store(limit, Relaxed);
-    HOOK_MAPPED.store(Capped.stats().mapped, Relaxed);
+    HOOK_COMMITTED.store(Capped.stats().committed, Relaxed);
 }
 
 /// Allocates blocks of `layout` from `I` until it returns null (or `max`
@@ -70,10 +78,9 @@ fn limit_refuses_cleanly_and_can_be_raised() {
         blocks.len() * small.size() > LIMIT / 2,
         "gave up early: {s:?}"
     );
-    assert!(s.mapped <= LIMIT, "{s:?}");
-    assert!(s.peak_mapped <= LIMIT, "{s:?}");
+    assert!(s.committed <= LIMIT, "{s:?}");
     assert!(
-        s.mapped + SEGMENT > LIMIT,
+        s.committed + SMALL_STEP > LIMIT,
         "stopped far below the cap: {s:?}"
     );
     assert!(s.failures >= 1);
@@ -82,7 +89,7 @@ fn limit_refuses_cleanly_and_can_be_raised() {
     assert_eq!(HOOK_LIMIT.load(Relaxed), LIMIT);
     let req = HOOK_REQUESTED.load(Relaxed);
     assert!(
-        req > 0 && HOOK_MAPPED.load(Relaxed) + req > LIMIT,
+        req > 0 && HOOK_COMMITTED.load(Relaxed) + req > LIMIT,
         "hook got {req}"
     );
     assert_eq!(HOOK_CALLS.load(Relaxed), s.failures);
@@ -107,7 +114,7 @@ fn limit_refuses_cleanly_and_can_be_raised() {
     assert!(q.is_null());
     assert_eq!(unsafe { *p.add(small.size() - 1) }, 0x3C);
     let s = Capped.stats();
-    assert!(s.mapped <= LIMIT && s.peak_mapped <= LIMIT, "{s:?}");
+    assert!(s.committed <= LIMIT, "{s:?}");
     assert_eq!(s.huge_blocks, 0);
 
     // Another instance is unaffected: it maps well past the cap.
@@ -132,7 +139,7 @@ fn limit_refuses_cleanly_and_can_be_raised() {
     );
     let s = Capped.stats();
     assert!(
-        s.mapped <= 2 * LIMIT && s.mapped + SEGMENT > 2 * LIMIT,
+        s.committed <= 2 * LIMIT && s.committed + SMALL_STEP > 2 * LIMIT,
         "{s:?}"
     );
     assert_eq!(HOOK_LIMIT.load(Relaxed), 2 * LIMIT);
@@ -155,7 +162,9 @@ fn limit_refuses_cleanly_and_can_be_raised() {
     Capped.trim();
     let s = Capped.stats();
     assert_eq!(s.mapped, s.meta, "{s:?}");
-    // Under a 1 MiB cap not even a segment fits now.
+    // Under a cap of exactly what is committed (the heap metadata), not
+    // even a page fits now.
+    Capped.set_limit(Some(s.committed));
     assert!(unsafe { Capped.alloc(small) }.is_null());
     Capped.set_limit_hook(None);
     let calls = HOOK_CALLS.load(Relaxed);
@@ -199,7 +208,7 @@ fn limit_holds_under_contention() {
                     }
                     unsafe { p.write_bytes(t as u8, l.size().min(4096)) };
                     live.push((p, l));
-                    assert!(Shared.stats().mapped <= LIMIT);
+                    assert!(Shared.stats().committed <= LIMIT);
                 }
                 let n = live.len();
                 for (p, l) in live {
@@ -214,7 +223,87 @@ fn limit_holds_under_contention() {
     let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let s = Shared.stats();
     assert!(total > 0);
-    assert!(s.peak_mapped <= LIMIT, "{s:?}");
+    assert!(s.committed <= LIMIT, "{s:?}");
     assert!(s.failures >= THREADS * 50, "{s:?}");
     Shared.trim();
+}
+
+/// The case a user reported: under an 8 MiB limit, with one 4 MiB segment
+/// and the heap metadata mapped (4.1 MiB), a 1 MiB block must still fit,
+/// since little of that is in use. Counting whole segments refused it.
+#[test]
+fn limit_counts_committed_memory_not_reserved_segments() {
+    Eight.set_limit(Some(8 * MIB));
+    let small = Layout::from_size_align(64, 8).unwrap();
+    let blocks = fill_until_null(&Eight, small, 100);
+    assert_eq!(blocks.len(), 100);
+    let before = Eight.stats();
+    assert!(before.mapped > 4 * MIB, "{before:?}");
+    let big = Layout::from_size_align(MIB, 8).unwrap();
+    let p = unsafe { Eight.alloc(big) };
+    let s = Eight.stats();
+    assert!(!p.is_null(), "1 MiB refused under 8 MiB: {s:?}");
+    unsafe { p.write_bytes(0x5A, MIB) };
+    // Two segments are mapped, more than the limit; what counts is within it.
+    assert!(s.mapped > 8 * MIB && s.committed <= 8 * MIB, "{s:?}");
+    assert_eq!(s.failures, 0);
+    unsafe { Eight.dealloc(p, big) };
+    free_all(&Eight, small, blocks);
+}
+
+/// Users budget in bytes they allocate: filling a capped instance with
+/// small blocks gets within a page or two of the cap, and the committed
+/// count never passes it (checked after every block).
+#[test]
+fn blocks_fill_a_limit_to_within_a_page() {
+    const LIMIT: usize = 8 * MIB;
+    Filled.set_limit(Some(LIMIT));
+    let l = Layout::from_size_align(24 * 1024, 8).unwrap();
+    let mut blocks = Vec::new();
+    loop {
+        let p = unsafe { Filled.alloc(l) };
+        let s = Filled.stats();
+        assert!(s.committed <= LIMIT, "{s:?}");
+        if p.is_null() {
+            break;
+        }
+        unsafe { p.write_bytes(0x3C, l.size()) };
+        blocks.push(p);
+    }
+    let s = Filled.stats();
+    let used = blocks.len() * l.size();
+    assert!(
+        used + 2 * SMALL_STEP > LIMIT,
+        "{used} bytes of blocks: {s:?}"
+    );
+    assert!(s.committed + SMALL_STEP > LIMIT, "{s:?}");
+    free_all(&Filled, l, blocks);
+}
+
+/// Freed memory the instance keeps for reuse (here a cached huge mapping)
+/// counts until given back, and gives way when a request needs the room.
+#[test]
+fn cached_memory_gives_way_under_the_limit() {
+    let l = Layout::from_size_align(MIB, 8).unwrap();
+    let first = unsafe { Cached.alloc(l) };
+    assert!(!first.is_null());
+    let huge = Layout::from_size_align(12 * MIB, 8).unwrap();
+    let p = unsafe { Cached.alloc(huge) };
+    assert!(!p.is_null());
+    unsafe { p.write_bytes(1, huge.size()) };
+    unsafe { Cached.dealloc(p, huge) };
+    let s = Cached.stats();
+    assert!(s.committed >= 12 * MIB, "the free mapping is cached: {s:?}");
+    Cached.set_limit(Some(12 * MIB));
+    // A page of 1 MiB blocks holds three: the fourth needs a second page
+    // (4 MiB with its segment's metadata), room the cached mapping must
+    // give up.
+    let more: Vec<_> = (0..5).map(|_| unsafe { Cached.alloc(l) }).collect();
+    let s = Cached.stats();
+    assert!(more.iter().all(|p| !p.is_null()), "{s:?}");
+    assert!(s.committed <= 12 * MIB && s.failures == 0, "{s:?}");
+    assert!(s.mapped < 16 * MIB, "the cached mapping stayed: {s:?}");
+    for p in more.into_iter().chain([first]) {
+        unsafe { Cached.dealloc(p, l) };
+    }
 }

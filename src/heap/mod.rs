@@ -318,9 +318,10 @@ impl Heap {
                     }
                 }
             };
-            (*h).inst()
-                .store
-                .commit((*seg).clean_slices(head, n) * SLICE_SIZE);
+            let fresh = (*seg).clean_slices(head, n) * SLICE_SIZE;
+            if (*h).inst().store.commit(fresh).is_err() {
+                return ptr::null_mut();
+            }
             let page = Segment::setup_page(seg, head, n, c);
             bump(&(*h).stats.pages, 1);
             Heap::push_front(h, page);

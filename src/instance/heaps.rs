@@ -194,13 +194,12 @@ impl InstanceState {
     /// calls the limit hook, which may read statistics, and they take the
     /// lock. A chunk another thread added meanwhile keeps its unused rest.
     fn grow_arena(&self) -> Option<()> {
-        self.store.charge(ARENA_CHUNK).ok()?;
+        self.store.commit(ARENA_CHUNK).ok()?;
         let Ok(chunk) = sys::mmap_anon(ARENA_CHUNK) else {
-            self.store.uncharge(ARENA_CHUNK);
+            self.store.decommit(ARENA_CHUNK);
             return None;
         };
-        self.store.note_peak();
-        self.store.commit(ARENA_CHUNK);
+        self.store.charge(ARENA_CHUNK);
         self.store
             .stats
             .meta
