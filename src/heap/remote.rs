@@ -140,8 +140,7 @@ impl Heap {
                     b.cast::<usize>().write(0);
                 }
                 let p = b.cast::<u8>();
-                let seg = segment_of(p).cast::<Segment>();
-                Heap::free_local(h, Segment::slice_entry(seg, p), p);
+                Heap::free_local_any(h, Segment::page_of(segment_of(p).cast(), p), p);
                 b = next;
                 n += 1;
             }
