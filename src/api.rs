@@ -89,8 +89,10 @@ pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 }
 
 /// Everything [`alloc_fast`] does not serve. Null if no memory could be
-/// had.
-#[inline(always)]
+/// had. Out of line and cold, so the fast path falls through to its
+/// return (sizes above [`SMALL_SIZE_MAX`] pay one more call).
+#[cold]
+#[inline(never)]
 pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if (size >> SMALL_TEST_SHIFT) | align < 2 * MIN_ALIGN {
         return alloc_slow::<I>(size, align);
@@ -246,19 +248,21 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
     // segment header is mapped and its slice entry readable.
     unsafe {
         let entry = Segment::slice_entry(seg, p);
-        let tag = (*entry).tag.load(Ordering::Relaxed);
         if I::USES_TLS {
             // The same test as `is_mine`, with the heap from the slot
             // rather than from the tag (so the tag is compared in memory).
             let h = I::heap();
-            if tag == h {
+            if (*entry).tag.load(Ordering::Relaxed) == h {
                 return Heap::free_local(h, entry, p);
             }
             free_other::<I>(p);
-        } else if is_mine::<I>(tag) {
-            Heap::free_local(tag, entry, p);
         } else {
-            free_other::<I>(p);
+            let tag = (*entry).tag.load(Ordering::Relaxed);
+            if is_mine::<I>(tag) {
+                Heap::free_local(tag, entry, p);
+            } else {
+                free_other::<I>(p);
+            }
         }
     }
 }

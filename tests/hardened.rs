@@ -57,6 +57,22 @@ fn misuse(case: &str) {
                 .join()
                 .unwrap();
             }
+            "double-free-remote-chain" => {
+                // The freeing thread has a heap of its own, so its remote
+                // frees wait in a chain of the page (links with the page's
+                // keys) when the second free comes.
+                let (p, q) = (Hard.alloc(l) as usize, Hard.alloc(l) as usize);
+                std::thread::spawn(move || {
+                    let own = Hard.alloc(l);
+                    Hard.dealloc(q as *mut u8, l);
+                    Hard.dealloc(p as *mut u8, l);
+                    // `p`'s link now points at `q`, in the same page.
+                    Hard.dealloc(p as *mut u8, l);
+                    Hard.dealloc(own, l);
+                })
+                .join()
+                .unwrap();
+            }
             "double-free-huge" => {
                 let h = Layout::from_size_align(4 << 20, 8).unwrap();
                 let p = Hard.alloc(h);
@@ -120,6 +136,7 @@ fn forged_free_list_links_are_caught() {
 fn double_frees_are_caught() {
     expect("double-free", SIGABRT, "double free");
     expect("double-free-remote", SIGABRT, "double free");
+    expect("double-free-remote-chain", SIGABRT, "double free");
     expect("double-free-huge", SIGABRT, "double free of a huge block");
 }
 

@@ -56,8 +56,7 @@ use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Orde
 mod queue;
 mod remote;
 
-/// Remote frees to one owner gathered before one CAS hands them over.
-pub const REMOTE_BATCH: u32 = 32;
+use remote::{Pending, PENDING_SLOTS};
 
 /// Sizes up to this are served through [`Heap::alloc_small`]: one table
 /// entry per 16-byte granule, so no class lookup on the fast path.
@@ -92,7 +91,7 @@ pub struct HeapStats {
     pub pages: AtomicUsize,
     /// Segments owned.
     pub segments: AtomicUsize,
-    /// Blocks received through `remote` and freed.
+    /// Blocks received through `remote` and taken back.
     pub remote_frees: AtomicUsize,
 }
 
@@ -104,7 +103,8 @@ pub struct Heap {
     direct: [*mut Page; DIRECT],
     /// The current page of each class.
     pages: [*mut Page; CLASS_COUNT],
-    /// Blocks freed by other threads, pushed with CAS, taken all at once.
+    /// Chains of blocks freed by other threads (see `remote`), pushed with
+    /// CAS, taken all at once.
     remote: AtomicPtr<Block>,
     /// Thread pointer of the owning thread (0: none).
     pub owner_tp: AtomicUsize,
@@ -126,14 +126,10 @@ pub struct Heap {
     segments: *mut Segment,
     /// Next heap in the instance's registry (immutable once published).
     pub next_heap: *mut Heap,
-    /// The heap the pending batch of remote frees goes to (null: none).
-    batch_dest: *mut Heap,
-    /// The pending batch: newest block first, linked with `batch_dest`'s keys.
-    batch_head: *mut Block,
-    /// The oldest block of the batch (where the owner's inbox is spliced on).
-    batch_tail: *mut Block,
-    /// Blocks in the batch.
-    batch_len: u32,
+    /// Chains of remote frees into other heaps' pages, not yet sent.
+    pending: [Pending; PENDING_SLOTS],
+    /// Bit `i` set: `pending[i]` holds a chain.
+    pending_mask: u32,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -190,10 +186,8 @@ impl Heap {
             }; CLASS_COUNT],
             segments: ptr::null_mut(),
             next_heap: ptr::null_mut(),
-            batch_dest: ptr::null_mut(),
-            batch_head: ptr::null_mut(),
-            batch_tail: ptr::null_mut(),
-            batch_len: 0,
+            pending: [Pending::EMPTY; PENDING_SLOTS],
+            pending_mask: 0,
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -562,8 +556,8 @@ impl Heap {
             (*h).queues = fresh.queues;
             (*h).segments = ptr::null_mut();
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
-            (*h).batch_dest = ptr::null_mut();
-            (*h).batch_len = 0;
+            (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
+            (*h).pending_mask = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }
