@@ -130,6 +130,14 @@ pub struct Heap {
     pending: [Pending; PENDING_SLOTS],
     /// Bit `i` set: `pending[i]` holds a chain.
     pending_mask: u32,
+    /// The heap the outgoing batch of messages goes to (null: none).
+    out_dest: *mut Heap,
+    /// The batch: newest message first, linked with `out_dest`'s keys.
+    out_first: *mut Block,
+    /// The oldest message (where the owner's inbox is spliced on).
+    out_last: *mut Block,
+    /// Messages in the batch.
+    out_len: u32,
     /// Counters.
     pub stats: HeapStats,
 }
@@ -188,6 +196,10 @@ impl Heap {
             next_heap: ptr::null_mut(),
             pending: [Pending::EMPTY; PENDING_SLOTS],
             pending_mask: 0,
+            out_dest: ptr::null_mut(),
+            out_first: ptr::null_mut(),
+            out_last: ptr::null_mut(),
+            out_len: 0,
             stats: HeapStats {
                 pages: AtomicUsize::new(0),
                 segments: AtomicUsize::new(0),
@@ -558,6 +570,8 @@ impl Heap {
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
             (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
             (*h).pending_mask = 0;
+            (*h).out_dest = ptr::null_mut();
+            (*h).out_len = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -7,8 +7,9 @@
 //! the page's `local_free`. A full chain (or one displaced from its table
 //! slot, or any chain on the freeing thread's next slow path) is sent to
 //! the owner as one message: its oldest block, which carries the inbox
-//! link and a packed word with the chain's newest block and length, pushed
-//! onto the owner's `remote` inbox with one CAS.
+//! link and a packed word with the chain's newest block and length.
+//! Consecutive messages to one owner are linked into an outgoing batch,
+//! pushed onto the owner's `remote` inbox with one CAS.
 //!
 //! The owner takes its whole inbox with one swap on its slow path and, per
 //! message, splices the chain onto the page's `local_free` and subtracts
@@ -37,6 +38,9 @@ const _: () = assert!(PENDING_SLOTS.is_power_of_two() && PENDING_SLOTS <= 32); /
 /// back at least this often, and the sender holds at most
 /// `PENDING_SLOTS * CHAIN_MAX` blocks of other heaps.
 pub const CHAIN_MAX: u32 = 32;
+
+/// Messages a heap links into one outgoing batch before one CAS.
+pub const OUT_MAX: u32 = 32;
 
 /// A chain of remote frees into one page, not yet sent.
 #[derive(Clone, Copy)]
@@ -144,7 +148,7 @@ impl Heap {
         }
     }
 
-    /// Sends every chain pending in `h`.
+    /// Sends every chain pending in `h` and pushes its outgoing batch.
     ///
     /// # Safety
     /// The calling thread owns `h` (or `h` is the empty heap).
@@ -156,6 +160,7 @@ impl Heap {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
+            Heap::flush_out(h);
         }
     }
 
@@ -172,29 +177,85 @@ impl Heap {
                 return;
             }
             let owner = owner_of(segment_of(s.oldest.cast()));
-            Heap::send(owner, s.newest, s.oldest, s.count);
+            Heap::post(h, owner, s.newest, s.oldest, s.count);
             *(*h).pending.get_unchecked_mut(i) = Pending::EMPTY;
             (*h).pending_mask &= !(1 << i);
         }
     }
 
-    /// Pushes the chain `newest ..= oldest` of `count` blocks of one page
-    /// of `owner` onto `owner`'s inbox, with `oldest` as the message.
+    /// Sends the chain `newest ..= oldest` of `count` blocks of one page
+    /// of `owner` alone, with `oldest` as the message.
     ///
     /// # Safety
     /// The chain is linked with its page's keys and consists of blocks of
     /// `owner` that the caller gave up.
     unsafe fn send(owner: *mut Heap, newest: *mut Block, oldest: *mut Block, count: u32) {
-        // SAFETY: heaps outlive their blocks; the message is ours until the
-        // CAS publishes it. Blocks are at least two words.
+        // SAFETY: per contract; blocks are at least two words.
         unsafe {
             oldest.cast::<usize>().add(1).write(pack(newest, count));
+            Heap::push(owner, oldest, oldest);
+        }
+    }
+
+    /// Sends a chain as [`Heap::send`] does, but through `h`'s outgoing
+    /// batch: consecutive messages to one owner are linked together and
+    /// pushed with one CAS per [`OUT_MAX`] (programs whose remote frees hit
+    /// scattered pages make one-block chains, and would otherwise pay a
+    /// CAS on the owner's inbox line per block).
+    ///
+    /// # Safety
+    /// As for [`Heap::send`]; the calling thread owns `h`, a real heap.
+    unsafe fn post(h: *mut Heap, owner: *mut Heap, newest: *mut Block, oldest: *mut Block, n: u32) {
+        // SAFETY: per contract.
+        unsafe {
+            oldest.cast::<usize>().add(1).write(pack(newest, n));
+            let m = &mut *h;
+            if m.out_dest == owner && m.out_len < OUT_MAX {
+                Block::set_next(oldest, m.out_first, (*owner).keys);
+                m.out_first = oldest;
+                m.out_len += 1;
+                return;
+            }
+            Heap::flush_out(h);
+            let m = &mut *h;
+            Block::set_next(oldest, ptr::null_mut(), (*owner).keys);
+            m.out_dest = owner;
+            m.out_first = oldest;
+            m.out_last = oldest;
+            m.out_len = 1;
+        }
+    }
+
+    /// Pushes `h`'s outgoing batch of messages, if any.
+    ///
+    /// # Safety
+    /// The calling thread owns `h` (or `h` is the empty heap).
+    unsafe fn flush_out(h: *mut Heap) {
+        // SAFETY: per contract (the empty heap's batch is empty).
+        unsafe {
+            if (*h).out_len != 0 {
+                Heap::push((*h).out_dest, (*h).out_first, (*h).out_last);
+                (*h).out_dest = ptr::null_mut();
+                (*h).out_len = 0;
+            }
+        }
+    }
+
+    /// Splices the messages `first ..= last` (linked with `owner`'s keys)
+    /// onto `owner`'s inbox with one CAS.
+    ///
+    /// # Safety
+    /// The messages are chains of blocks of `owner` that the caller gave
+    /// up.
+    unsafe fn push(owner: *mut Heap, first: *mut Block, last: *mut Block) {
+        // SAFETY: heaps outlive their blocks; the messages are ours until
+        // the CAS publishes them.
+        unsafe {
             let (head, keys) = (&(*owner).remote, (*owner).keys);
             let mut old = head.load(Ordering::Relaxed);
             loop {
-                Block::set_next(oldest, old, keys);
-                match head.compare_exchange_weak(old, oldest, Ordering::Release, Ordering::Relaxed)
-                {
+                Block::set_next(last, old, keys);
+                match head.compare_exchange_weak(old, first, Ordering::Release, Ordering::Relaxed) {
                     Ok(_) => return,
                     Err(cur) => old = cur,
                 }
