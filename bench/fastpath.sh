@@ -47,7 +47,7 @@ instructions() {
 allocs=("$@")
 [ ${#allocs[@]} -gt 0 ] || allocs=(emma-tls emma mimalloc)
 # Per-operation count: ((run(mode,N2) - run(mode,N1)) - (run(base,N2) - run(base,N1))) / (N2 - N1).
-per_op() { # bin mode base tag [env...]
+per_op() { # bin mode base-mode tag
   local bin=$1 mode=$2 base=$3 tag=$4 m1 m2 b1 b2
   m1=$(instructions "$bin" "$mode" "$N1" "$tag") && m2=$(instructions "$bin" "$mode" "$N2" "$tag") &&
     b1=$(instructions "$bin" "$base" "$N1" "$tag") && b2=$(instructions "$bin" "$base" "$N2" "$tag") || return 1
@@ -75,7 +75,8 @@ done
 echo
 fi
 
-# The C path. The drop-in library's path is kept in this one variable.
+# The C path. The drop-in library: its path is kept in this one variable (and its build in the
+# line after it).
 preload_lib="$CARGO_TARGET_DIR/release/examples/libpreload.so"
 cargo build --quiet --release --example preload --features tls 2>"$out/build-preload.log" ||
   { echo "building the preload library failed (see $out/build-preload.log)" >&2; exit 1; }
