@@ -7,7 +7,7 @@
 
 use crate::check;
 use crate::harden::{self, Keys};
-use crate::heap::{Heap, HUGE_OWNER};
+use crate::heap::{Heap, HUGE_OWNER, SMALL_SIZE_MAX};
 use crate::huge::{self, HugeHeader};
 use crate::instance::InstanceState;
 use crate::segment::{is_small, owner_of, segment_of, Segment, SLICE_SIZE};
@@ -54,15 +54,17 @@ pub unsafe trait Instance: Copy + 'static {
     fn set_heap(h: *mut Heap);
 }
 
-/// Whether `owner` (a segment's owning heap) is the calling thread's heap.
+/// Whether `tag` (a page's [`Page::tag`](crate::segment::Page::tag) or a
+/// segment's owner) is the calling thread's heap.
 #[inline(always)]
-fn is_mine<I: Instance>(owner: *mut Heap) -> bool {
+fn is_mine<I: Instance>(tag: *mut Heap) -> bool {
     if I::USES_TLS {
-        owner == I::heap()
+        tag == I::heap()
     } else {
-        // SAFETY: `owner` is the owner of a live block's segment: a heap of
-        // the instance, which outlives its blocks.
-        unsafe { (*owner).owner_tp.load(Ordering::Relaxed) == thread::thread_pointer() }
+        // SAFETY: a non-null tag is a heap of the instance or `HUGE_OWNER`,
+        // which outlive their blocks (a huge block's entry may read zero).
+        !tag.is_null()
+            && unsafe { (*tag).owner_tp.load(Ordering::Relaxed) } == thread::thread_pointer()
     }
 }
 
@@ -71,10 +73,11 @@ fn is_mine<I: Instance>(owner: *mut Heap) -> bool {
 /// a block where any access faults).
 #[inline(always)]
 pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if harden::ENABLED {
-        return alloc_hardened::<I>(size, align, false);
+    let p = alloc_fast::<I>(size, align);
+    if !p.is_null() {
+        return p;
     }
-    alloc_plain::<I>(size, align)
+    alloc_not_fast::<I>(size, align)
 }
 
 /// Whether `h` (the calling thread's slot) is a real heap the calling
@@ -129,26 +132,72 @@ fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8
 
 /// The allocation proper (no hardening).
 ///
-/// Fast path for small sizes: a table lookup for the class, the TLS load,
-/// and [`Heap::alloc`]'s pop. Larger sizes compute the class arithmetically
+/// Fast path for small sizes: the TLS load and [`Heap::alloc_small`]'s
+/// table entry and pop. Larger sizes compute the class arithmetically
 /// ([`alloc_medium`]); over-aligned and huge requests go to the slow path.
 #[inline(always)]
 fn alloc_plain<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if size <= SMALL_SIZE_MAX && align <= MIN_ALIGN {
-        let c = class_of(size);
-        // SAFETY: `I::heap()` is the calling thread's heap or the empty one.
-        let p = unsafe { Heap::alloc(I::heap(), c) };
+    let p = small_pop::<I>(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    beyond_small::<I>(size, align)
+}
+
+/// The allocation fast path alone: a block, or null if the request needs
+/// [`alloc_not_fast`] (the C `malloc` tail-calls its own slow path, which
+/// also sets `errno`, so its fast path needs no stack frame). With
+/// `hardened` every allocation goes to `alloc_not_fast` (canary, junk).
+#[inline(always)]
+pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if harden::ENABLED {
+        return ptr::null_mut();
+    }
+    small_pop::<I>(size, align)
+}
+
+/// Everything [`alloc_fast`] does not serve. Null if no memory could be
+/// had. Out of line and cold, so the fast path falls through to its
+/// return (sizes above [`SMALL_SIZE_MAX`] pay one more call).
+#[cold]
+#[inline(never)]
+pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if harden::ENABLED {
+        return alloc_hardened::<I>(size, align, false);
+    }
+    beyond_small::<I>(size, align)
+}
+
+/// A small block from the calling thread's current page, or null (the
+/// request is not small, or the page is empty).
+#[inline(always)]
+fn small_pop<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    // `size <= SMALL_SIZE_MAX && align <= MIN_ALIGN` in one compare: both
+    // sides are below 32 exactly then (`align` is a power of two).
+    const _: () = assert!((SMALL_SIZE_MAX + 1) >> SMALL_TEST_SHIFT == 2 * MIN_ALIGN);
+    if (size >> SMALL_TEST_SHIFT) | align < 2 * MIN_ALIGN {
+        // SAFETY: `I::heap()` is the calling thread's heap or the empty one;
+        // `size <= SMALL_SIZE_MAX`.
+        let p = unsafe { Heap::alloc_small(I::heap(), size) };
         if !p.is_null() {
             check::on_alloc(p);
-            return p;
         }
+        return p;
+    }
+    ptr::null_mut()
+}
+
+/// What [`small_pop`] did not serve: the slow path for small requests,
+/// the medium path for the rest.
+#[inline(always)]
+fn beyond_small<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    if (size >> SMALL_TEST_SHIFT) | align < 2 * MIN_ALIGN {
         return alloc_slow::<I>(size, align);
     }
     alloc_medium::<I>(size, align)
 }
-
-/// Sizes up to this take the table lookup in [`alloc`].
-const SMALL_SIZE_MAX: usize = 1024;
+/// See the test in [`small_pop`].
+const SMALL_TEST_SHIFT: u32 = 6;
 
 /// Sizes above [`SMALL_SIZE_MAX`] and alignments above [`MIN_ALIGN`].
 #[inline(never)]
@@ -332,17 +381,49 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
     }
 }
 
-/// The free fast path: mask to the segment, then a local push or a remote
-/// CAS.
+/// The free fast path: the block's slice entry from its address, and a
+/// local push if its tag is this thread's heap.
+///
+/// About 11 instructions with `tls`: segment and entry address (5), TLS
+/// load (2), tag compare and branch (2), then [`Heap::free_local`]'s push
+/// and count.
 #[inline(always)]
 unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
     let seg = segment_of(p);
     // SAFETY: per the callers' contracts `p` is a live block, so its
-    // segment header is mapped and, for a small segment, its page in use.
+    // segment header is mapped and its slice entry readable.
+    unsafe {
+        let entry = Segment::slice_entry(seg, p);
+        if I::USES_TLS {
+            // The same test as `is_mine`, with the heap from the slot
+            // rather than from the tag (so the tag is compared in memory).
+            let h = I::heap();
+            if (*entry).tag.load(Ordering::Relaxed) == h {
+                return Heap::free_local(h, entry, p);
+            }
+            free_other::<I>(p);
+        } else {
+            let tag = (*entry).tag.load(Ordering::Relaxed);
+            if is_mine::<I>(tag) {
+                Heap::free_local(tag, entry, p);
+            } else {
+                free_other::<I>(p);
+            }
+        }
+    }
+}
+
+/// A free the fast path did not take: sorted by the segment's owner.
+/// Not `#[cold]`: remote frees are the common case of producer/consumer
+/// programs.
+#[inline(never)]
+unsafe fn free_other<I: Instance>(p: *mut u8) {
+    let seg = segment_of(p);
+    // SAFETY: as in `free_unchecked`.
     unsafe {
         let owner = owner_of(seg);
         if is_mine::<I>(owner) {
-            Heap::free_local(owner, Segment::slice_entry(seg.cast(), p), p);
+            Heap::free_local_flagged(owner, p);
         } else if owner != HUGE_OWNER.get() {
             Heap::free_remote(I::heap(), owner, p);
         } else {
@@ -361,6 +442,9 @@ unsafe fn free_huge<I: Instance>(h: *mut HugeHeader) {
 
 /// Bytes usable in block `p`: at least what was requested; with
 /// `hardened` exactly that (after checking the end canary).
+///
+/// Small blocks: the block size from the slice entry (every slice of a
+/// page carries it), found like the free fast path finds it.
 ///
 /// # Safety
 /// `p` is a live block of instance `I`.
@@ -396,6 +480,10 @@ unsafe fn block_meta(p: *mut u8) -> (usize, Keys) {
         }
     }
 }
+
+// A huge block's slice entry lies in its header page, past the header
+// itself except for entry 0 (see `Segment::slice_entry`).
+const _: () = assert!(core::mem::size_of::<HugeHeader>() <= 64);
 
 /// Resizes block `p` to `new_size` bytes, in place when its class allows,
 /// by moving pages for huge blocks, else by copying. `layout` is the

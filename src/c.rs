@@ -62,7 +62,18 @@ fn checked<E: ErrnoSink>(p: *mut u8) -> *mut u8 {
 /// `malloc(size)`.
 #[inline]
 pub fn malloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
-    checked::<E>(api::alloc::<I>(size, MIN_ALIGN))
+    let p = api::alloc_fast::<I>(size, MIN_ALIGN);
+    if !p.is_null() {
+        return p;
+    }
+    malloc_slow::<I, E>(size)
+}
+
+/// `malloc` beyond the fast path; a tail call, so the fast path needs no
+/// stack frame.
+#[inline(never)]
+fn malloc_slow<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
+    checked::<E>(api::alloc_not_fast::<I>(size, MIN_ALIGN))
 }
 
 /// `calloc(count, size)`: zeroed; null on overflow.

@@ -118,34 +118,49 @@ impl Block {
 /// over. Keeping freed blocks off `free` keeps `free_is_zero` true for a
 /// fresh page's carved blocks without a store on every free.
 ///
+/// `used` counts the blocks *not* on `local_free`: blocks handed out plus
+/// blocks on `free`. Refilling `free` (carving, or taking `local_free`)
+/// adds to it and a free subtracts, so the allocation fast path does not
+/// touch it. The page is empty when `used` reaches 0 (then `free` is empty
+/// too); only the page being allocated from has a non-empty `free`.
+///
 /// Invariants (checked by [`Page::check`]):
-/// - `used + len(free) + len(local_free) == capacity <= reserved`;
+/// - `used + len(local_free) == capacity <= reserved`, `len(free) <= used`;
 /// - every block on the lists lies in the carved part of the page, on a
 ///   block boundary, and appears once;
 /// - blocks freed by other threads are counted in `used` until the owner
-///   drains its heap's remote list and frees them locally;
-/// - `free_is_zero` implies every block on `free` is zero past its link word.
+///   takes them from its inbox and splices them onto `local_free`;
+/// - `free_is_zero` implies every block on `free` is zero past its link word;
+/// - `tag` is the owning heap while the page is on its heap's queue, else
+///   [`slow_tag`] (see [`Page::tag`]).
 #[repr(C, align(64))]
 pub struct Page {
     /// Free blocks, popped by the owner without atomics.
     pub free: *mut Block,
-    /// Blocks freed by the owner since `free` was last refilled.
+    /// Blocks freed by the owner (or spliced from remote frees) since
+    /// `free` was last refilled.
     pub local_free: *mut Block,
-    /// Blocks handed out and not yet freed locally.
+    /// The owning heap if this entry is the head of a page on its heap's
+    /// queue, else [`slow_tag`]: the free fast path compares it with the
+    /// calling thread's heap, which tests ownership, "not full" and "first
+    /// slice of its page" in one compare. Written by the owner, read by any
+    /// thread. At the same offset as [`SegmentHeader::owner`], so the
+    /// (never used) entry of slice 0 reads as the segment's owner: for a
+    /// huge segment, [`crate::heap::HUGE_OWNER`], which is nobody's heap.
+    pub tag: AtomicPtr<Heap>,
+    /// Blocks not on `local_free` (see above).
     pub used: u32,
-    /// Blocks carved so far (carving is lazy: memory is touched on demand).
-    pub capacity: u32,
-    /// Blocks that fit in the page.
-    pub reserved: u32,
-    /// Block size in bytes (a class size).
+    /// Block size in bytes (a class size); also set in the entries of a
+    /// page's other slices, for `usable_size`.
     pub block_size: u32,
+    /// Blocks carved so far (carving is lazy: memory is touched on demand).
+    pub capacity: u16,
+    /// Blocks that fit in the page.
+    pub reserved: u16,
     /// Size class of the blocks.
     pub class: u8,
     /// Slices the page spans (0 for a slice that is not a page head).
     pub slice_count: u8,
-    /// [`Page::FULL`] and [`Page::NOT_HEAD`]: zero for a queued page head,
-    /// the only case the free fast path handles inline.
-    pub flags: u8,
     /// Every block on `free` is zero except its link (fresh memory).
     pub free_is_zero: bool,
     /// The page's memory was zero when the page was set up.
@@ -158,41 +173,48 @@ pub struct Page {
     pub prev: *mut Page,
 }
 
+/// The [`Page::tag`] of every entry the free fast path must not handle
+/// inline: a heap no thread ever has (its `owner_tp` is 0).
+#[inline(always)]
+pub const fn slow_tag() -> *mut Heap {
+    crate::heap::HUGE_OWNER.get()
+}
+
 impl Page {
-    const EMPTY: Page = Page {
-        free: ptr::null_mut(),
-        local_free: ptr::null_mut(),
-        used: 0,
-        capacity: 0,
-        reserved: 0,
-        block_size: 0,
-        class: 0,
-        slice_count: 0,
-        flags: 0,
-        free_is_zero: false,
-        fresh: false,
-        keys: Keys { k: 0 },
-        next: ptr::null_mut(),
-        prev: ptr::null_mut(),
-    };
-
-    /// Flag: a page with live blocks that is not on its heap's queue (it had
-    /// no free block when the allocator last looked).
-    pub const FULL: u8 = 1;
-    /// Flag: the entry of a slice that is not the first of its page; the
-    /// page's metadata is at the entry of its first slice.
-    pub const NOT_HEAD: u8 = 2;
-
-    /// Whether the page is on its heap's queue.
+    /// Whether the page (a page head) is on its heap's queue; a page with
+    /// live blocks that is not is *full*: it had no free block when the
+    /// allocator last looked.
     #[inline]
     pub fn in_queue(&self) -> bool {
-        self.flags & Page::FULL == 0
+        self.tag.load(Ordering::Relaxed) != slow_tag()
+    }
+
+    /// Sets the tag (owner only): `h` when the page joins `h`'s queue,
+    /// [`slow_tag`] when it leaves.
+    #[inline]
+    pub fn set_tag(&self, h: *mut Heap) {
+        self.tag.store(h, Ordering::Relaxed);
     }
 
     /// A page with no blocks, for heaps that have no page of a class yet:
     /// the allocation fast path finds `free` null and takes the slow path.
     pub const fn empty() -> Page {
-        Page::EMPTY
+        Page {
+            free: ptr::null_mut(),
+            local_free: ptr::null_mut(),
+            tag: AtomicPtr::new(slow_tag()),
+            used: 0,
+            block_size: 0,
+            capacity: 0,
+            reserved: 0,
+            class: 0,
+            slice_count: 0,
+            free_is_zero: false,
+            fresh: false,
+            keys: Keys { k: 0 },
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+        }
     }
 
     /// The segment holding this page's metadata.
@@ -207,8 +229,7 @@ impl Page {
     pub fn start(&self) -> *mut u8 {
         let me = self as *const Page as usize;
         let seg = me & !(SEGMENT_SIZE - 1);
-        let first_entry = seg + core::mem::offset_of!(Segment, pages);
-        let slice = (me - first_entry) / core::mem::size_of::<Page>();
+        let slice = (me - seg) / core::mem::size_of::<Page>();
         (seg + slice * SLICE_SIZE) as *mut u8
     }
 
@@ -231,7 +252,25 @@ impl Page {
         self.free = self.local_free;
         self.local_free = ptr::null_mut();
         self.free_is_zero = false;
+        // Every block is now handed out or on `free`.
+        self.used = self.capacity as u32;
         true
+    }
+
+    /// Blocks handed out and not freed: `used` minus the blocks on `free`
+    /// (a walk of `free`; for trimming, not for hot paths).
+    ///
+    /// # Safety
+    /// The caller owns the page.
+    pub unsafe fn live(&self) -> u32 {
+        let mut n = 0;
+        let mut b = self.free;
+        while !b.is_null() {
+            n += 1;
+            // SAFETY: the owner's free list is well formed.
+            b = unsafe { Block::next(b, self.keys) };
+        }
+        self.used - n
     }
 
     /// Carves up to `max_new` more blocks onto the free list; returns how
@@ -242,7 +281,7 @@ impl Page {
     /// The caller owns the page (its heap's thread) and `free` is empty.
     pub unsafe fn extend(&mut self, max_new: u32) -> u32 {
         debug_assert!(self.free.is_null());
-        let n = (self.reserved - self.capacity).min(max_new);
+        let n = ((self.reserved - self.capacity) as u32).min(max_new);
         if n == 0 {
             return 0;
         }
@@ -262,7 +301,8 @@ impl Page {
             harden::seal_freed(b, bs, keys);
             self.free = first.cast();
         }
-        self.capacity += n;
+        self.capacity += n as u16;
+        self.used += n;
         // Hardened mode writes canaries into fresh blocks.
         self.free_is_zero = self.fresh && !harden::ENABLED;
         n
@@ -278,23 +318,23 @@ impl Page {
         if self.capacity > self.reserved {
             return Err("capacity exceeds reserved");
         }
-        let mut n: u32 = 0;
-        for list in [self.free, self.local_free] {
+        let mut lens = [0u32; 2];
+        for (list, len) in [self.free, self.local_free].into_iter().zip(&mut lens) {
             let mut b = list;
             while !b.is_null() {
                 if !self.is_block_start(b.cast()) {
                     return Err("free list holds a pointer that is not a block of the page");
                 }
-                n += 1;
-                if n > self.capacity {
+                *len += 1;
+                if *len > self.capacity as u32 {
                     return Err("free lists are longer than the page (cycle or duplicate)");
                 }
                 // SAFETY: `b` was just verified to be a block of this page.
                 b = unsafe { Block::next(b, self.keys) };
             }
         }
-        if n + self.used != self.capacity {
-            return Err("used + free + local_free != capacity");
+        if lens[1] + self.used != self.capacity as u32 || lens[0] > self.used {
+            return Err("used + local_free != capacity, or free longer than used");
         }
         Ok(())
     }
@@ -302,6 +342,12 @@ impl Page {
 
 /// A small segment: header, slice bookkeeping and page metadata, all in
 /// slice 0.
+///
+/// The metadata entry of slice `i` ([`Segment::entry`]) sits `i * 64`
+/// bytes from the segment start, so the free fast path finds it from a
+/// block address with a shift and a mask. Slice 0 holds no page; its place
+/// is taken by the fields before `pages` (whose [`SegmentHeader::owner`]
+/// doubles as entry 0's [`Page::tag`]).
 #[repr(C)]
 pub struct Segment {
     /// Common prefix; `kind == Kind::Small`.
@@ -319,6 +365,8 @@ pub struct Segment {
     pub purge_mark: u64,
     /// Pages currently set up.
     pub pages_in_use: u32,
+    /// Entries of slices `1..SLICES`.
+    pages: [Page; SLICES - 1],
     /// Neighbours in the owning heap's segment list or the instance cache.
     pub next: *mut Segment,
     /// See `next`.
@@ -327,8 +375,6 @@ pub struct Segment {
     pub head_of: [u8; SLICES],
     /// The instance's free-list keys (`hardened`).
     pub keys: Keys,
-    /// Page metadata, indexed by a page's first slice.
-    pub pages: [Page; SLICES],
 }
 
 /// What purging a run of slices achieved.
@@ -349,6 +395,12 @@ const _: () = {
     assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
     // `page_of` indexes pages with a shift.
     assert!(core::mem::size_of::<Page>() == 64);
+    // Entry `i` at `i * 64`, entry 0's tag is the segment's owner.
+    assert!(core::mem::offset_of!(Segment, pages) == core::mem::size_of::<Page>());
+    assert!(core::mem::offset_of!(Segment, header) == 0);
+    assert!(core::mem::offset_of!(Page, tag) == core::mem::offset_of!(SegmentHeader, owner));
+    // `capacity` and `reserved` are u16.
+    assert!(SLICE_SIZE / crate::size_class::MIN_ALIGN <= u16::MAX as usize);
     assert!(SLICES == 64); // the slice bitmaps are u64
     assert!(SEGMENT_SIZE.is_power_of_two() && SLICE_SIZE.is_power_of_two());
     // Any class fits at least one block in a page of the whole segment.
@@ -399,9 +451,8 @@ impl Segment {
             ptr::addr_of_mut!((*seg).prev).write(ptr::null_mut());
             ptr::addr_of_mut!((*seg).head_of).write([0; SLICES]);
             ptr::addr_of_mut!((*seg).keys).write(keys);
-            let pages = ptr::addr_of_mut!((*seg).pages).cast::<Page>();
-            for i in 0..SLICES {
-                pages.add(i).write(Page::empty());
+            for i in 1..SLICES {
+                Segment::entry(seg, i).write(Page::empty());
             }
         }
         seg
@@ -447,24 +498,26 @@ impl Segment {
         let mask = (u64::MAX >> (64 - n)) << head;
         // SAFETY: the caller owns the segment's metadata.
         unsafe {
-            let s = &mut *seg;
-            debug_assert!(s.free_slices & mask == mask);
-            s.free_slices &= !mask;
-            let fresh = s.dirty_slices & mask == 0;
-            s.dirty_slices |= mask;
-            s.lazy_slices &= !mask;
-            s.purge_mark &= !mask;
-            s.pages_in_use += 1;
-            for i in head..head + n {
-                s.head_of[i] = head as u8;
-                s.pages[i].flags = if i == head { 0 } else { Page::NOT_HEAD };
-            }
+            let (fresh, keys) = {
+                let s = &mut *seg;
+                debug_assert!(s.free_slices & mask == mask);
+                s.free_slices &= !mask;
+                let fresh = s.dirty_slices & mask == 0;
+                s.dirty_slices |= mask;
+                s.lazy_slices &= !mask;
+                s.purge_mark &= !mask;
+                s.pages_in_use += 1;
+                s.head_of[head..head + n].fill(head as u8);
+                (fresh, s.keys.tweak(seg as usize + head * SLICE_SIZE))
+            };
             let bs = class_size(c);
-            let keys = s.keys.tweak(seg as usize + head * SLICE_SIZE);
-            let page = &mut s.pages[head];
+            for i in head + 1..head + n {
+                (*Segment::entry(seg, i)).block_size = bs as u32;
+            }
+            let page = Segment::entry(seg, head);
+            // The tag stays slow until the page joins a queue.
             *page = Page {
-                flags: Page::FULL, // not queued yet
-                reserved: ((n * SLICE_SIZE) / bs) as u32,
+                reserved: ((n * SLICE_SIZE) / bs) as u16,
                 block_size: bs as u32,
                 class: c as u8,
                 slice_count: n as u8,
@@ -492,6 +545,9 @@ impl Segment {
                 let head = (p.start() as usize - seg as usize) >> SLICE_SHIFT;
                 (head, p.slice_count as usize, p.capacity == 0 && p.fresh)
             };
+            for i in head..head + n {
+                *Segment::entry(seg, i) = Page::empty();
+            }
             let s = &mut *seg;
             let mask = (u64::MAX >> (64 - n)) << head;
             s.free_slices |= mask;
@@ -499,12 +555,20 @@ impl Segment {
                 // Never carved: still as clean as it was.
                 s.dirty_slices &= !mask;
             }
-            for i in head..head + n {
-                s.pages[i] = Page::empty();
-            }
             s.pages_in_use -= 1;
             s.pages_in_use == 0
         }
+    }
+
+    /// The metadata entry of slice `i` (`1 <= i < SLICES`).
+    ///
+    /// # Safety
+    /// `seg` is a small segment.
+    #[inline(always)]
+    pub unsafe fn entry(seg: *mut Segment, i: usize) -> *mut Page {
+        debug_assert!(i > 0 && i < SLICES);
+        // SAFETY: per contract; entry `i` is `pages[i - 1]`.
+        unsafe { seg.cast::<Page>().add(i) }
     }
 
     /// The page holding block `p` of this segment.
@@ -515,24 +579,28 @@ impl Segment {
     #[inline(always)]
     pub unsafe fn page_of(seg: *mut Segment, p: *mut u8) -> *mut Page {
         let slice = (p as usize - seg as usize) >> SLICE_SHIFT;
-        // SAFETY: per contract, `slice < SLICES`.
+        // SAFETY: per contract, `0 < slice < SLICES`.
         unsafe {
             let head = *(*seg).head_of.get_unchecked(slice) as usize;
-            (*seg).pages.as_mut_ptr().add(head)
+            Segment::entry(seg, head)
         }
     }
 
-    /// The metadata entry of the slice holding `p`: the page itself if the
-    /// slice is the page's first (flags without [`Page::NOT_HEAD`]). One
-    /// load cheaper than [`Segment::page_of`]; used by the free fast path.
+    /// The metadata entry of the slice holding `p`, where `seg` is
+    /// `segment_of(p)`: the page itself if the slice is the page's first.
+    /// Computed from the address bits alone (a shift and a mask), so it is
+    /// also defined for a huge block: its entry lies in the huge header's
+    /// first page and reads with a tag that is never a thread's heap
+    /// ([`crate::heap::HUGE_OWNER`] in entry 0, zero elsewhere, as nothing
+    /// but the 64-byte header is ever written there). Used by the free fast
+    /// path before it knows the segment's kind.
     ///
     /// # Safety
-    /// As for [`Segment::page_of`].
+    /// `seg` is the segment of a live block `p`.
     #[inline(always)]
-    pub unsafe fn slice_entry(seg: *mut Segment, p: *mut u8) -> *mut Page {
-        let slice = (p as usize - seg as usize) >> SLICE_SHIFT;
-        // SAFETY: per contract, `slice < SLICES`.
-        unsafe { (*seg).pages.as_mut_ptr().add(slice) }
+    pub unsafe fn slice_entry(seg: *mut SegmentHeader, p: *mut u8) -> *mut Page {
+        let off = (p as usize >> (SLICE_SHIFT - 6)) & ((SLICES - 1) << 6);
+        seg.cast::<u8>().wrapping_add(off).cast()
     }
 
     /// Free slices that still hold memory (and were not given back lazily).

@@ -8,7 +8,7 @@
 use crate::huge::HugeHeader;
 use crate::instance::InstanceState;
 use crate::segmap::Chunk;
-use crate::segment::{Kind, Page, Segment, SegmentHeader, SLICES};
+use crate::segment::{Kind, Page, Segment, SegmentHeader, SLICES, SLICE_SIZE};
 use crate::sys;
 use core::fmt;
 use core::ptr;
@@ -173,7 +173,7 @@ unsafe fn add_mapping(live: &mut Live, base: usize) {
     let kind = unsafe { racy(ptr::addr_of!((*h).kind)) };
     if kind == Kind::Small as u32 {
         // SAFETY: a small segment's metadata slice is mapped with it.
-        unsafe { add_segment(live, base as *const Segment) };
+        unsafe { add_segment(live, base as *mut Segment) };
     } else if kind == Kind::Huge as u32 {
         // SAFETY: a huge mapping starts with its header page.
         unsafe { add_huge(live, base as *const HugeHeader) };
@@ -182,29 +182,59 @@ unsafe fn add_mapping(live: &mut Live, base: usize) {
 
 /// Adds the live blocks of the pages in use of small segment `seg`.
 ///
+/// A page's `used` counts the blocks not on its `local_free` list, those
+/// on its `free` list included (allocation pops `free` without counting),
+/// so the blocks on `free` are counted by a walk and subtracted. The walk
+/// races the owner's pops: it follows a link only while it stays on a
+/// block boundary inside the page's carved blocks and stops after
+/// `capacity` steps, so it never leaves the page's mapped memory; a walk
+/// cut short by a race counts the rest of the list as live.
+///
 /// # Safety
 /// `seg` is a mapped small segment that stays mapped during the call.
-unsafe fn add_segment(live: &mut Live, seg: *const Segment) {
-    // SAFETY: per contract; aligned word-sized fields (see `live_of`).
+unsafe fn add_segment(live: &mut Live, seg: *mut Segment) {
+    // SAFETY: per contract; aligned fields of at most a word (see `live_of`).
     unsafe {
         let free = racy(ptr::addr_of!((*seg).free_slices));
         for i in 1..SLICES {
-            if free & (1 << i) != 0 {
+            if free & (1 << i) != 0 || racy(ptr::addr_of!((*seg).head_of[i])) as usize != i {
                 continue;
             }
-            let page = ptr::addr_of!((*seg).pages[i]);
-            let flags = racy(ptr::addr_of!((*page).flags));
-            let slices = racy(ptr::addr_of!((*page).slice_count));
-            if flags & Page::NOT_HEAD != 0 || slices == 0 {
+            let page = Segment::entry(seg, i);
+            if racy(ptr::addr_of!((*page).slice_count)) == 0 {
                 continue;
             }
-            let used = racy(ptr::addr_of!((*page).used));
-            let capacity = racy(ptr::addr_of!((*page).capacity));
-            let size = racy(ptr::addr_of!((*page).block_size)) as usize;
-            let used = used.min(capacity) as usize;
-            live.blocks += used;
-            live.bytes += used * size;
+            let capacity = racy(ptr::addr_of!((*page).capacity)) as u32;
+            let used = racy(ptr::addr_of!((*page).used)).min(capacity);
+            let start = seg as usize + i * SLICE_SIZE;
+            let n = used.saturating_sub(free_list_len(page, start, capacity)) as usize;
+            live.blocks += n;
+            live.bytes += n * racy(ptr::addr_of!((*page).block_size)) as usize;
         }
+    }
+}
+
+/// The length of the `free` list of `page`, whose blocks start at
+/// `start`, walked racily (see [`add_segment`]).
+///
+/// # Safety
+/// `page` is the entry of a page of a mapped small segment.
+unsafe fn free_list_len(page: *const Page, start: usize, capacity: u32) -> u32 {
+    // SAFETY: per contract; every block read lies inside the page.
+    unsafe {
+        let size = racy(ptr::addr_of!((*page).block_size)) as usize;
+        let keys = racy(ptr::addr_of!((*page).keys));
+        let end = start + capacity as usize * size;
+        let mut b = racy(ptr::addr_of!((*page).free)) as usize;
+        let mut n = 0;
+        while b != 0 && n < capacity {
+            if b < start || b >= end || size == 0 || (b - start) % size != 0 {
+                break;
+            }
+            n += 1;
+            b = keys.decode(racy(b as *const usize));
+        }
+        n
     }
 }
 

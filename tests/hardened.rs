@@ -128,6 +128,21 @@ fn misuse(case: &str) {
                 .join()
                 .unwrap();
             }
+            "double-free-remote-chain" => {
+                // The freeing thread has a heap of its own, so its remote
+                // frees wait in a chain of the page (links with the page's
+                // keys) when the second free comes.
+                let (p, q) = (malloc(64) as usize, malloc(64) as usize);
+                std::thread::spawn(move || {
+                    let own = malloc(64);
+                    free(q as *mut u8);
+                    free(p as *mut u8);
+                    free(p as *mut u8);
+                    free(own);
+                })
+                .join()
+                .unwrap();
+            }
             "free-interior" => free(malloc(64).add(16)),
             "free-misaligned" => free(malloc(64).add(1)),
             "free-foreign" => free(stack.add(16)),
@@ -246,7 +261,10 @@ fn double_frees_of_every_kind_are_caught() {
     );
     both(
         "double_frees_of_every_kind_are_caught",
-        &[("double-free-remote", SIGABRT, DOUBLE)],
+        &[
+            ("double-free-remote", SIGABRT, DOUBLE),
+            ("double-free-remote-chain", SIGABRT, DOUBLE),
+        ],
         true,
     );
 }

@@ -5,7 +5,8 @@
 //! ```text
 //! api::alloc::<I>(layout)
 //!   heap = I::heap()                     TLS slot, or thread-pointer table
-//!   Heap::alloc(heap, class)             fast: pop page.free, used += 1
+//!   Heap::alloc_small(heap, size)        fast: direct[granule], pop page.free
+//!   Heap::alloc(heap, class)             same through pages[class] (larger sizes)
 //!     Heap::alloc_slow(heap, class)      #[cold]
 //!       drain_remote                     free blocks other threads sent us
 //!       maybe_tick                       now and then (one rdtsc otherwise):
@@ -20,11 +21,14 @@
 //!   huge::alloc                          too large or too aligned for a page
 //!
 //! api::dealloc::<I>(ptr)
-//!   segment_of(ptr)                      mask
-//!   owner == this thread's heap?
-//!     yes: Heap::free_local              push page.free, used -= 1
-//!          Heap::free_local_slow         page became empty or was full
-//!     no:  Heap::free_remote             one CAS onto owner.remote
+//!   entry = slice_entry(ptr)             mask and shift
+//!   entry.tag == this thread's heap?
+//!     yes: Heap::free_local              push page.local_free, used -= 1
+//!          Heap::free_local_slow         page became empty
+//!     no:  api::free_other               by the segment's owner:
+//!            Heap::free_local_flagged    ours, but a full page or not its first slice
+//!            Heap::free_remote           another heap's: see `remote`
+//!            huge::free                  a huge block
 //! ```
 //!
 //! # Ownership
@@ -38,9 +42,10 @@
 //!
 //! # Invariants
 //! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
-//! - every page on `queues[c]` has class `c` and no [`Page::FULL`] flag; a
-//!   page of ours with live blocks that is not queued has the flag and is
-//!   *full* (no free and no uncarved blocks when it left the queue);
+//! - every page on `queues[c]` has class `c` and its tag is the heap; a
+//!   page of ours with live blocks that is not queued has the slow tag and
+//!   is *full* (no free and no uncarved blocks when it left the queue);
+//! - `direct[g]` is `pages[class_of(16 g)]` for every granule `g`;
 //! - an empty page (no live block) is released to its segment unless it is
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
@@ -48,8 +53,10 @@
 use crate::harden::{self, Keys};
 use crate::instance::InstanceState;
 use crate::purge;
-use crate::segment::{owner_of, page_slices, segment_of, Block, Page, Segment, SLICES, SLICE_SIZE};
-use crate::size_class::{Class, CLASS_COUNT};
+use crate::segment::{
+    owner_of, page_slices, segment_of, slow_tag, Block, Page, Segment, SLICES, SLICE_SIZE,
+};
+use crate::size_class::{class_size, Class, CLASS_COUNT, MIN_ALIGN};
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -58,8 +65,23 @@ mod queue;
 mod remote;
 mod trim;
 
-/// Remote frees to one owner gathered before one CAS hands them over.
-pub const REMOTE_BATCH: u32 = 32;
+use remote::{Pending, PENDING_SLOTS};
+
+/// Sizes up to this are served through [`Heap::alloc_small`]: one table
+/// entry per 16-byte granule, so no class lookup on the fast path.
+pub const SMALL_SIZE_MAX: usize = 2047;
+/// Entries of `Heap::direct`.
+const DIRECT: usize = SMALL_SIZE_MAX.div_ceil(MIN_ALIGN) + 1;
+
+/// The granules whose `direct` entry is class `c`'s page.
+fn direct_range(c: Class) -> core::ops::Range<usize> {
+    let lo = if c == 0 {
+        0
+    } else {
+        class_size(c - 1) / MIN_ALIGN + 1
+    };
+    lo.min(DIRECT)..(class_size(c) / MIN_ALIGN + 1).min(DIRECT)
+}
 
 /// Carving touches memory: carve about this many bytes of blocks at a time.
 const EXTEND_BYTES: usize = 4096;
@@ -78,16 +100,20 @@ pub struct HeapStats {
     pub pages: AtomicUsize,
     /// Segments owned.
     pub segments: AtomicUsize,
-    /// Blocks received through `remote` and freed.
+    /// Blocks received through `remote` and taken back.
     pub remote_frees: AtomicUsize,
 }
 
 /// One thread's allocation state. See the module docs.
 #[repr(C)]
 pub struct Heap {
-    /// The current page of each class; read by the allocation fast path.
+    /// The current page for each 16-byte granule of size up to
+    /// [`SMALL_SIZE_MAX`]: the allocation fast path's table.
+    direct: [*mut Page; DIRECT],
+    /// The current page of each class.
     pages: [*mut Page; CLASS_COUNT],
-    /// Blocks freed by other threads, pushed with CAS, taken all at once.
+    /// Chains of blocks freed by other threads (see `remote`), pushed with
+    /// CAS, taken all at once.
     remote: AtomicPtr<Block>,
     /// Thread pointer of the owning thread (0: none).
     pub owner_tp: AtomicUsize,
@@ -112,14 +138,18 @@ pub struct Heap {
     segments: *mut Segment,
     /// Next heap in the instance's registry (immutable once published).
     pub next_heap: *mut Heap,
-    /// The heap the pending batch of remote frees goes to (null: none).
-    batch_dest: *mut Heap,
-    /// The pending batch: newest block first, linked with `batch_dest`'s keys.
-    batch_head: *mut Block,
-    /// The oldest block of the batch (where the owner's inbox is spliced on).
-    batch_tail: *mut Block,
-    /// Blocks in the batch.
-    batch_len: u32,
+    /// Chains of remote frees into other heaps' pages, not yet sent.
+    pending: [Pending; PENDING_SLOTS],
+    /// Bit `i` set: `pending[i]` holds a chain.
+    pending_mask: u32,
+    /// The heap the outgoing batch of messages goes to (null: none).
+    out_dest: *mut Heap,
+    /// The batch: newest message first, linked with `out_dest`'s keys.
+    out_first: *mut Block,
+    /// The oldest message (where the owner's inbox is spliced on).
+    out_last: *mut Block,
+    /// Messages in the batch.
+    out_len: u32,
     /// Recently freed blocks and the zero-size region (`hardened`).
     pub quarantine: harden::Quarantine,
     /// Time-stamp counter of the heap's last look at the clock
@@ -169,6 +199,7 @@ impl Heap {
     /// A heap with no pages, drawing segments from `instance`.
     pub const fn new(instance: *const InstanceState) -> Heap {
         Heap {
+            direct: [EMPTY_PAGE.get(); DIRECT],
             pages: [EMPTY_PAGE.get(); CLASS_COUNT],
             remote: AtomicPtr::new(ptr::null_mut()),
             owner_tp: AtomicUsize::new(0),
@@ -184,10 +215,12 @@ impl Heap {
             }; CLASS_COUNT],
             segments: ptr::null_mut(),
             next_heap: ptr::null_mut(),
-            batch_dest: ptr::null_mut(),
-            batch_head: ptr::null_mut(),
-            batch_tail: ptr::null_mut(),
-            batch_len: 0,
+            pending: [Pending::EMPTY; PENDING_SLOTS],
+            pending_mask: 0,
+            out_dest: ptr::null_mut(),
+            out_first: ptr::null_mut(),
+            out_last: ptr::null_mut(),
+            out_len: 0,
             quarantine: harden::Quarantine::new(),
             tick_cycles: 0,
             purge_at: 0,
@@ -199,19 +232,46 @@ impl Heap {
         }
     }
 
-    /// Pops a block of class `c`: the allocation fast path.
-    ///
-    /// About 7 instructions when the current page has a free block: load
-    /// the page, load its free list head, test, load the link, store it,
-    /// bump `used`.
+    /// Pops a block of class `c`. Null if the current page has none.
     ///
     /// # Safety
     /// The calling thread owns `h` (or `h` is the empty heap).
     #[inline(always)]
     pub unsafe fn alloc(h: *mut Heap, c: Class) -> *mut u8 {
         // SAFETY: the owner may read its pages; `c < CLASS_COUNT`.
+        unsafe { Heap::pop(*(*h).pages.get_unchecked(c)) }
+    }
+
+    /// Pops a block for `size <= SMALL_SIZE_MAX` bytes: the allocation fast
+    /// path. Null if the current page has none.
+    ///
+    /// About 6 instructions: granule index (2), load the page, load its
+    /// free list head, test, load the link, store it. `used` is not
+    /// touched (see [`Page`]).
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc`]; `size <= SMALL_SIZE_MAX`.
+    #[inline(always)]
+    pub unsafe fn alloc_small(h: *mut Heap, size: usize) -> *mut u8 {
+        debug_assert!(size <= SMALL_SIZE_MAX);
+        // SAFETY: per contract the index is below `DIRECT`.
         unsafe {
-            let page = *(*h).pages.get_unchecked(c);
+            Heap::pop(
+                *(*h)
+                    .direct
+                    .get_unchecked((size + (MIN_ALIGN - 1)) >> MIN_ALIGN.trailing_zeros()),
+            )
+        }
+    }
+
+    /// Pops the first block of `page.free`, or null.
+    ///
+    /// # Safety
+    /// `page` is a page of the calling thread's heap, or the empty page.
+    #[inline(always)]
+    unsafe fn pop(page: *mut Page) -> *mut u8 {
+        // SAFETY: per contract.
+        unsafe {
             let b = (*page).free;
             if b.is_null() {
                 return core::ptr::null_mut();
@@ -219,7 +279,6 @@ impl Heap {
             let next = Block::next(b, (*page).keys);
             harden::check_pop(page, b, next);
             (*page).free = next;
-            (*page).used += 1;
             harden::clear_link(b);
             b.cast()
         }
@@ -346,32 +405,26 @@ impl Heap {
         }
     }
 
-    /// Frees block `p` on the owner's thread: the free fast path. `entry`
-    /// is the metadata entry of `p`'s slice ([`Segment::slice_entry`]); when
-    /// it has flags (a full page, or a slice inside a multi-slice page) the
-    /// cold path sorts it out.
+    /// Frees block `p` on the owner's thread: the free fast path, for a
+    /// block whose slice entry `page` carries the tag of the calling
+    /// thread's heap `h` (so it is a queued page's head entry).
     ///
-    /// About 8 instructions after the entry is known: test the flags, push
-    /// onto `local_free` (load, store, store), decrement `used` and test it.
+    /// About 5 instructions: push onto `local_free` (load, store, store),
+    /// decrement `used` and test it.
     ///
     /// # Safety
-    /// The calling thread owns `h`; `p` is a live block of a page of `h`
-    /// and `entry` the entry of its slice.
+    /// The calling thread owns `h`; `p` is a live block of `page`, a page of
+    /// `h` on its queue.
     #[inline(always)]
-    pub unsafe fn free_local(h: *mut Heap, entry: *mut Page, p: *mut u8) {
+    pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per contract.
         unsafe {
-            if (*entry).flags != 0 {
-                return Heap::free_local_flagged(h, p);
-            }
-            harden::check_local_free(entry, p);
-            Block::set_next(p.cast(), (*entry).local_free, (*entry).keys);
-            (*entry).local_free = p.cast();
-            (*entry).used -= 1;
-            // An emptied page that is the only one of its class stays (a
-            // loop allocating and freeing one block must not churn pages).
-            if (*entry).used == 0 && !Heap::is_alone(h, entry) {
-                Heap::free_local_slow(h, entry);
+            harden::check_local_free(page, p);
+            Block::set_next(p.cast(), (*page).local_free, (*page).keys);
+            (*page).local_free = p.cast();
+            (*page).used -= 1;
+            if (*page).used == 0 {
+                Heap::free_local_slow(h, page);
             }
         }
     }
@@ -385,12 +438,26 @@ impl Heap {
         }
     }
 
-    /// A local free into a full page or a multi-slice page.
+    /// A local free into a full page, or into a slice of a multi-slice page
+    /// other than its first.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `p` is a live block of a page of `h`.
     #[cold]
-    unsafe fn free_local_flagged(h: *mut Heap, p: *mut u8) {
+    pub unsafe fn free_local_flagged(h: *mut Heap, p: *mut u8) {
+        // SAFETY: per the caller's contract.
+        unsafe { Heap::free_local_any(h, Segment::page_of(segment_of(p).cast(), p), p) }
+    }
+
+    /// A local free of `p` into `page`, queued or full.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `p` is a live block of `page`, a page
+    /// of `h`.
+    #[inline]
+    unsafe fn free_local_any(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per the caller's contract.
         unsafe {
-            let page = Segment::page_of(segment_of(p).cast(), p);
             harden::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
@@ -401,7 +468,9 @@ impl Heap {
         }
     }
 
-    /// A local free emptied `page` or hit a full (unqueued) page.
+    /// A local free emptied `page` or hit a full (unqueued) page. An
+    /// emptied page that is the only one of its class stays (a loop
+    /// allocating and freeing must not churn pages).
     #[cold]
     unsafe fn free_local_slow(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages.
@@ -459,14 +528,15 @@ impl Heap {
                 } else {
                     q.first
                 };
-                if (*h).pages[c] != expect {
+                if (*h).pages[c] != expect || direct_range(c).any(|g| (*h).direct[g] != expect) {
                     return Err("fast-path page is not the queue head");
                 }
                 let mut prev: *mut Page = ptr::null_mut();
                 let mut page = q.first;
                 while !page.is_null() {
                     let p = &*page;
-                    if p.class as usize != c || p.flags != 0 || p.prev != prev {
+                    if p.class as usize != c || p.tag.load(Ordering::Relaxed) != h || p.prev != prev
+                    {
                         return Err("queue links or class broken");
                     }
                     if owner_of(Page::segment(page).cast()) != h {
@@ -500,14 +570,17 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             let fresh = Heap::new((*h).instance);
+            (*h).direct = fresh.direct;
             (*h).pages = fresh.pages;
             (*h).queues = fresh.queues;
             (*h).segments = ptr::null_mut();
             (*h).remote.store(ptr::null_mut(), Ordering::Relaxed);
-            (*h).batch_dest = ptr::null_mut();
-            (*h).batch_len = 0;
             (*h).quarantine = fresh.quarantine;
             (*h).purge_at = 0;
+            (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
+            (*h).pending_mask = 0;
+            (*h).out_dest = ptr::null_mut();
+            (*h).out_len = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -12,11 +12,15 @@ impl Heap {
         // SAFETY: owner only.
         unsafe {
             (*h).queues[c].first = page;
-            (*h).pages[c] = if page.is_null() {
+            let page = if page.is_null() {
                 EMPTY_PAGE.get()
             } else {
                 page
             };
+            (*h).pages[c] = page;
+            for g in direct_range(c) {
+                *(*h).direct.get_unchecked_mut(g) = page;
+            }
         }
     }
 
@@ -31,7 +35,7 @@ impl Heap {
             let first = (*h).queues[c].first;
             (*page).prev = ptr::null_mut();
             (*page).next = first;
-            (*page).flags &= !Page::FULL;
+            (*page).set_tag(h);
             if first.is_null() {
                 (*h).queues[c].last = page;
             } else {
@@ -52,7 +56,7 @@ impl Heap {
             let last = (*h).queues[c].last;
             (*page).next = ptr::null_mut();
             (*page).prev = last;
-            (*page).flags &= !Page::FULL;
+            (*page).set_tag(h);
             (*h).queues[c].last = page;
             if last.is_null() {
                 Heap::set_first(h, c, page);
@@ -62,7 +66,8 @@ impl Heap {
         }
     }
 
-    /// Takes `page` off its queue and marks it [`Page::FULL`].
+    /// Takes `page` off its queue, which makes it *full* (its tag sends
+    /// frees to the slow path, which requeues it).
     ///
     /// # Safety
     /// The calling thread owns `h`; the page or segment belongs to it.
@@ -83,7 +88,7 @@ impl Heap {
             }
             (*page).next = ptr::null_mut();
             (*page).prev = ptr::null_mut();
-            (*page).flags |= Page::FULL;
+            (*page).set_tag(slow_tag());
         }
     }
 

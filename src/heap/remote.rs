@@ -1,95 +1,255 @@
 //! Remote frees: blocks a thread frees into another thread's heap.
 //!
-//! The freeing thread gathers consecutive frees to the same owner into a
-//! batch in its own heap and splices the batch onto the owner's `remote`
-//! inbox with one CAS; the owner takes the whole inbox with one swap on its
-//! slow path and frees each block locally. No lock anywhere.
+//! The freeing thread does the per-block work, while the blocks are hot in
+//! its cache: it links consecutive frees into the same page into a *chain*
+//! (a few chains pending at once, one per page, in a small table of its own
+//! heap), with the page's own free-list links, exactly as they will lie on
+//! the page's `local_free`. A full chain (or one displaced from its table
+//! slot, or any chain on the freeing thread's next slow path) is sent to
+//! the owner as one message: its oldest block, which carries the inbox
+//! link and a packed word with the chain's newest block and length.
+//! Consecutive messages to one owner are linked into an outgoing batch,
+//! pushed onto the owner's `remote` inbox with one CAS.
+//!
+//! The owner takes its whole inbox with one swap on its slow path and, per
+//! message, splices the chain onto the page's `local_free` and subtracts
+//! its length from `used`: two or three cache lines per message (the
+//! message block and the page entry), whatever the chain's length, and no
+//! walk of the chain. No lock anywhere.
+//!
+//! ```text
+//!   freeing thread's heap                 owner's inbox (`remote`)
+//!   pending[slot(page)]:                  msg ──▶ msg ──▶ null
+//!     newest ─▶ b ─▶ … ─▶ oldest           │
+//!                          │               ▼ oldest block of a chain:
+//!                          └── sent as ──▶ [inbox link | newest, count]
+//! ```
 
 use super::*;
 
+/// Chains pending at once in a heap (a power of two). A producer's current
+/// pages of different classes usually share a segment and take distinct
+/// slices, which this many slots keep apart (see `slot_of`), so a
+/// consumer's chains are rarely displaced before they are full.
+pub const PENDING_SLOTS: usize = 32;
+const _: () = assert!(PENDING_SLOTS.is_power_of_two() && PENDING_SLOTS <= 32); // `pending_mask` is a u32
+
+/// Blocks a chain gathers before it is sent: the owner gets its blocks
+/// back at least this often, and the sender holds at most
+/// `PENDING_SLOTS * CHAIN_MAX` blocks of other heaps.
+pub const CHAIN_MAX: u32 = 32;
+
+/// Messages a heap links into one outgoing batch before one CAS.
+pub const OUT_MAX: u32 = 32;
+
+/// A chain of remote frees into one page, not yet sent.
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// The page (its head entry); null for an empty slot.
+    page: *mut Page,
+    /// Newest block; linked to older ones with the page's keys.
+    newest: *mut Block,
+    /// Oldest block: the message when the chain is sent.
+    oldest: *mut Block,
+    /// Blocks in the chain.
+    count: u32,
+}
+
+impl Pending {
+    /// An empty slot.
+    pub const EMPTY: Pending = Pending {
+        page: ptr::null_mut(),
+        newest: ptr::null_mut(),
+        oldest: ptr::null_mut(),
+        count: 0,
+    };
+}
+
+/// The table slot of `page`'s chain: slice bits and segment bits mixed, so
+/// neighbouring pages and equal slices of different segments spread.
+#[inline(always)]
+fn slot_of(page: *mut Page) -> usize {
+    let a = page as usize;
+    ((a >> 6) ^ (a >> crate::segment::SEGMENT_SHIFT)) & (PENDING_SLOTS - 1)
+}
+
+/// A message's second word: the chain's newest block as an offset in its
+/// segment, and the chain's length.
+#[inline(always)]
+fn pack(newest: *mut Block, count: u32) -> usize {
+    let off = newest as usize & (crate::segment::SEGMENT_SIZE - 1);
+    (off << 32) | count as usize
+}
+
 impl Heap {
-    /// Sends block `p` to heap `owner` from another thread. The calling
-    /// thread's heap `me` gathers consecutive frees to the same owner into
-    /// a batch, handed over with one CAS per [`REMOTE_BATCH`] blocks (or
-    /// when the owner changes, or on `me`'s next slow path): a consumer that
-    /// frees what a producer allocates no longer fights over the producer's
-    /// inbox once per block.
+    /// Sends block `p` to heap `owner` from another thread: adds it to the
+    /// calling thread's pending chain for `p`'s page, or starts one.
+    ///
+    /// About 15 instructions when the chain exists: the page (head-of
+    /// lookup), the slot, the link, two stores and the count.
     ///
     /// # Safety
     /// `p` is a live block of a page of `owner`, no longer used by the
     /// caller; `me` is the calling thread's heap (or the empty heap).
     #[inline]
     pub unsafe fn free_remote(me: *mut Heap, owner: *mut Heap, p: *mut u8) {
-        // SAFETY: heaps outlive their blocks.
-        let keys = unsafe { (*owner).keys };
-        // SAFETY: per contract `p` is a block of `owner`.
-        unsafe { Heap::check_remote(owner, p, keys) };
-        let b = p.cast::<Block>();
-        // SAFETY: `me` is ours (the empty heap is never written: its batch
-        // destination is null and it takes the direct path).
+        // SAFETY: per contract the page is live (its blocks are counted in
+        // `used` until the owner takes them back, so it stays set up), and
+        // its keys and block size do not change while it is.
         unsafe {
-            let m = &mut *me;
-            if m.batch_dest == owner && m.batch_len < REMOTE_BATCH {
-                Block::set_next(b, m.batch_head, keys);
-                m.batch_head = b;
-                m.batch_len += 1;
+            let page = Segment::page_of(segment_of(p).cast(), p);
+            let keys = (*page).keys;
+            Heap::check_remote(owner, page, p);
+            harden::seal_freed(p, (*page).block_size as usize, keys);
+            let b = p.cast::<Block>();
+            // `me` is ours; the empty heap's slots are all empty, so it
+            // never gets past the test and is never written (raw place
+            // accesses: no reference to a shared static is formed).
+            let slot = ptr::addr_of_mut!((*me).pending)
+                .cast::<Pending>()
+                .add(slot_of(page));
+            if (*slot).page == page && (*slot).count < CHAIN_MAX {
+                Block::set_next(b, (*slot).newest, keys);
+                (*slot).newest = b;
+                (*slot).count += 1;
                 return;
             }
-            Heap::free_remote_slow(me, owner, b);
+            Heap::free_remote_slow(me, owner, page, b);
         }
     }
 
-    /// Flushes the current batch and starts one for `owner` with `b`, or,
-    /// without a heap of our own, pushes `b` directly.
+    /// Sends the chain in `page`'s slot (if any) and starts a new one with
+    /// `b`, or, without a heap of our own, sends `b` alone.
     ///
     /// # Safety
-    /// As for [`Heap::free_remote`].
+    /// As for [`Heap::free_remote`]; `page` is `b`'s page.
     #[cold]
-    pub(super) unsafe fn free_remote_slow(me: *mut Heap, owner: *mut Heap, b: *mut Block) {
+    unsafe fn free_remote_slow(me: *mut Heap, owner: *mut Heap, page: *mut Page, b: *mut Block) {
         // SAFETY: as in `free_remote`.
         unsafe {
+            Block::set_next(b, ptr::null_mut(), (*page).keys);
             if Heap::is_empty_heap(me) {
-                return Heap::push_remote(owner, b, b);
+                return Heap::send(owner, b, b, 1);
             }
-            // Busy: a fork between publishing the old batch and starting the
-            // new one must not leave a heap that looks reusable in the child
-            // and would publish the old batch again.
+            // Busy: a fork between sending the old chain and starting the
+            // new one must not leave a heap that looks reusable in the
+            // child and would send the old chain again.
             (*me).set_busy(true);
-            Heap::flush_remote(me);
-            let m = &mut *me;
-            Block::set_next(b, ptr::null_mut(), (*owner).keys);
-            m.batch_dest = owner;
-            m.batch_head = b;
-            m.batch_tail = b;
-            m.batch_len = 1;
+            let i = slot_of(page);
+            Heap::send_slot(me, i);
+            *(*me).pending.get_unchecked_mut(i) = Pending {
+                page,
+                newest: b,
+                oldest: b,
+                count: 1,
+            };
+            (*me).pending_mask |= 1 << i;
             (*me).set_busy(false);
         }
     }
 
-    /// Hands the batch of remote frees gathered by `h` to its owner.
+    /// Sends every chain pending in `h` and pushes its outgoing batch.
     ///
     /// # Safety
     /// The calling thread owns `h` (or `h` is the empty heap).
     pub unsafe fn flush_remote(h: *mut Heap) {
+        // SAFETY: per contract (the empty heap's mask is 0).
+        unsafe {
+            let mut mask = (*h).pending_mask;
+            while mask != 0 {
+                Heap::send_slot(h, mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+            Heap::flush_out(h);
+        }
+    }
+
+    /// Sends the chain in slot `i` of `h`, if any, and empties the slot.
+    ///
+    /// # Safety
+    /// The calling thread owns `h` (or `h` is the empty heap).
+    unsafe fn send_slot(h: *mut Heap, i: usize) {
+        // SAFETY: per contract; a pending chain's page is live (see
+        // `free_remote`), so its segment's owner is the chain's owner.
+        unsafe {
+            let s = *(*h).pending.get_unchecked(i);
+            if s.count == 0 {
+                return;
+            }
+            let owner = owner_of(segment_of(s.oldest.cast()));
+            Heap::post(h, owner, s.newest, s.oldest, s.count);
+            *(*h).pending.get_unchecked_mut(i) = Pending::EMPTY;
+            (*h).pending_mask &= !(1 << i);
+        }
+    }
+
+    /// Sends the chain `newest ..= oldest` of `count` blocks of one page
+    /// of `owner` alone, with `oldest` as the message.
+    ///
+    /// # Safety
+    /// The chain is linked with its page's keys and consists of blocks of
+    /// `owner` that the caller gave up.
+    unsafe fn send(owner: *mut Heap, newest: *mut Block, oldest: *mut Block, count: u32) {
+        // SAFETY: per contract; blocks are at least two words.
+        unsafe {
+            oldest.cast::<usize>().add(1).write(pack(newest, count));
+            Heap::push(owner, oldest, oldest);
+        }
+    }
+
+    /// Sends a chain as [`Heap::send`] does, but through `h`'s outgoing
+    /// batch: consecutive messages to one owner are linked together and
+    /// pushed with one CAS per [`OUT_MAX`] (programs whose remote frees hit
+    /// scattered pages make one-block chains, and would otherwise pay a
+    /// CAS on the owner's inbox line per block).
+    ///
+    /// # Safety
+    /// As for [`Heap::send`]; the calling thread owns `h`, a real heap.
+    unsafe fn post(h: *mut Heap, owner: *mut Heap, newest: *mut Block, oldest: *mut Block, n: u32) {
         // SAFETY: per contract.
         unsafe {
+            oldest.cast::<usize>().add(1).write(pack(newest, n));
             let m = &mut *h;
-            if m.batch_len != 0 {
-                Heap::push_remote(m.batch_dest, m.batch_head, m.batch_tail);
-                m.batch_dest = ptr::null_mut();
-                m.batch_len = 0;
+            if m.out_dest == owner && m.out_len < OUT_MAX {
+                Block::set_next(oldest, m.out_first, (*owner).keys);
+                m.out_first = oldest;
+                m.out_len += 1;
+                return;
+            }
+            Heap::flush_out(h);
+            let m = &mut *h;
+            Block::set_next(oldest, ptr::null_mut(), (*owner).keys);
+            m.out_dest = owner;
+            m.out_first = oldest;
+            m.out_last = oldest;
+            m.out_len = 1;
+        }
+    }
+
+    /// Pushes `h`'s outgoing batch of messages, if any.
+    ///
+    /// # Safety
+    /// The calling thread owns `h` (or `h` is the empty heap).
+    unsafe fn flush_out(h: *mut Heap) {
+        // SAFETY: per contract (the empty heap's batch is empty).
+        unsafe {
+            if (*h).out_len != 0 {
+                Heap::push((*h).out_dest, (*h).out_first, (*h).out_last);
+                (*h).out_dest = ptr::null_mut();
+                (*h).out_len = 0;
             }
         }
     }
 
-    /// Splices the chain `first ..= last` (linked with `owner`'s keys) onto
-    /// `owner`'s inbox with one CAS.
+    /// Splices the messages `first ..= last` (linked with `owner`'s keys)
+    /// onto `owner`'s inbox with one CAS.
     ///
     /// # Safety
-    /// The chain consists of blocks of `owner` that the caller gave up.
-    pub(super) unsafe fn push_remote(owner: *mut Heap, first: *mut Block, last: *mut Block) {
-        // SAFETY: heaps outlive their blocks; the chain is ours until the
-        // CAS publishes it.
+    /// The messages are chains of blocks of `owner` that the caller gave
+    /// up.
+    unsafe fn push(owner: *mut Heap, first: *mut Block, last: *mut Block) {
+        // SAFETY: heaps outlive their blocks; the messages are ours until
+        // the CAS publishes them.
         unsafe {
             let (head, keys) = (&(*owner).remote, (*owner).keys);
             let mut old = head.load(Ordering::Relaxed);
@@ -104,46 +264,74 @@ impl Heap {
     }
 
     /// With `hardened`: a block whose first word is already a plausible
-    /// remote link of `owner` is being freed twice.
+    /// link is being freed twice. A free block's first word is a link of
+    /// its page (on a free list or a pending chain: encoded with the page's
+    /// keys) or, for a sent message, a link of the owner's inbox (the
+    /// owner's keys).
     ///
     /// # Safety
-    /// `p` is claimed to be a live block of `owner`.
+    /// `p` is claimed to be a live block of `page`, a page of `owner`.
     #[inline(always)]
-    pub(super) unsafe fn check_remote(owner: *mut Heap, p: *mut u8, keys: Keys) {
-        // SAFETY: per the caller's contract.
+    unsafe fn check_remote(owner: *mut Heap, page: *mut Page, p: *mut u8) {
+        if !harden::ENABLED {
+            return;
+        }
+        // SAFETY: per the caller's contract; `reserved`, `block_size` and
+        // `keys` of a live page do not change, so reading them races with
+        // nothing.
         unsafe {
-            harden::check_remote_free(p, keys, |link| {
+            let (start, bs, n) = (
+                (*page).start() as usize,
+                (*page).block_size as usize,
+                (*page).reserved as usize,
+            );
+            harden::check_remote_free(p, (*page).keys, |link| {
+                link.wrapping_sub(start) < n * bs && (link - start).is_multiple_of(bs)
+            });
+            harden::check_remote_free(p, (*owner).keys, |link| {
                 // SAFETY: the instance's map answers without touching `link`.
                 let inst = &*(*owner).instance;
                 inst.store.segmap.get(segment_of(link as *mut u8) as usize)
                     == crate::segmap::Chunk::Header
                     && owner_of(segment_of(link as *mut u8)) == owner
-            })
-        };
+            });
+        }
     }
 
-    /// Frees every block other threads sent us.
+    /// Takes back every chain other threads sent us: per message, splices
+    /// the chain onto its page's `local_free`.
     ///
     /// # Safety
     /// The calling thread owns `h`.
     pub unsafe fn drain_remote(h: *mut Heap) {
-        // SAFETY: per contract; blocks on `remote` are blocks of our pages.
+        // SAFETY: per contract; messages on `remote` are blocks of our
+        // pages, each the oldest of a chain of its page.
         unsafe {
-            let mut b = (*h).remote.swap(ptr::null_mut(), Ordering::Acquire);
+            // A load first: most slow paths find the inbox empty, and a
+            // swap would take the line exclusive for nothing.
+            if (*h).remote.load(Ordering::Relaxed).is_null() {
+                return;
+            }
+            let mut m = (*h).remote.swap(ptr::null_mut(), Ordering::Acquire);
             let keys = (*h).keys;
             let mut n = 0;
-            while !b.is_null() {
-                let next = Block::next(b, keys);
-                if harden::ENABLED {
-                    // The link word holds a remote link; a plain zero keeps
-                    // the double-free check from mistaking it for a page link.
-                    b.cast::<usize>().write(0);
+            while !m.is_null() {
+                let next = Block::next(m, keys);
+                let packed = m.cast::<usize>().add(1).read();
+                let seg = segment_of(m.cast()).cast::<Segment>();
+                let newest = seg.cast::<u8>().add(packed >> 32).cast::<Block>();
+                let count = packed as u32;
+                let page = Segment::page_of(seg.cast(), m.cast());
+                Block::set_next(m, (*page).local_free, (*page).keys);
+                // The packed word overwrote part of the canary.
+                harden::seal_freed(m.cast(), (*page).block_size as usize, (*page).keys);
+                (*page).local_free = newest;
+                (*page).used -= count;
+                if (*page).used == 0 || !(*page).in_queue() {
+                    Heap::free_local_slow(h, page);
                 }
-                let p = b.cast::<u8>();
-                let seg = segment_of(p).cast::<Segment>();
-                Heap::free_local(h, Segment::slice_entry(seg, p), p);
-                b = next;
-                n += 1;
+                n += count as usize;
+                m = next;
             }
             bump(&(*h).stats.remote_frees, n);
         }

@@ -98,7 +98,7 @@ impl Heap {
                 let mut page = (*h).queues[c].first;
                 while !page.is_null() {
                     let next = (*page).next;
-                    if (*page).used == 0 {
+                    if (*page).live() == 0 {
                         Heap::unlink(h, page);
                         bump(&(*h).stats.pages, usize::MAX);
                         Segment::release_page(page);
