@@ -77,8 +77,8 @@ fi
 
 # The C path. The drop-in library: its path is kept in this one variable (and its build in the
 # line after it).
-preload_lib="$CARGO_TARGET_DIR/release/examples/libpreload.so"
-cargo build --quiet --release --example preload --features tls 2>"$out/build-preload.log" ||
+preload_lib="$CARGO_TARGET_DIR/release/libemma.so"
+cargo build --quiet --release -p emma-malloc 2>"$out/build-preload.log" ||
   { echo "building the preload library failed (see $out/build-preload.log)" >&2; exit 1; }
 cbin="$out/fastpath_c"
 ${CC:-cc} -O2 -o "$cbin" bench/fastpath_c.c
