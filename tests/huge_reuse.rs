@@ -115,7 +115,7 @@ mod reuse {
     }
 
     #[test]
-    fn idle_spans_are_purged_after_the_delay_and_stay_mapped() {
+    fn idle_spans_are_purged_after_a_delay_and_stay_mapped() {
         Decay.set_purge_delay(Duration::from_millis(5));
         let l = layout(12 * MIB);
         let p = unsafe { Decay.alloc(l) };
@@ -124,7 +124,8 @@ mod reuse {
         unsafe { Decay.dealloc(p, l) };
         let warm = Decay.stats();
         assert!(warm.committed >= meta + 12 * MIB, "warm at first: {warm:?}");
-        std::thread::sleep(Duration::from_millis(30));
+        // Warm spans wait ten purge delays.
+        std::thread::sleep(Duration::from_millis(80));
         // Any huge free looks at the clock; this one is too big to cache.
         let other = layout(40 * MIB);
         let o = unsafe { Decay.alloc(other) };
@@ -178,7 +179,7 @@ mod reuse {
             max_extra = max_extra.max(extra);
             assert!(extra <= 256 * MIB + 32 * MIB, "cache over its bound: {s:?}");
             assert!(
-                s.committed <= s.huge_bytes + s.meta + 64 * MIB + 32 * MIB,
+                s.committed <= s.huge_bytes + s.meta + 96 * MIB + 32 * MIB,
                 "too much warm memory: {s:?}"
             );
         }

@@ -99,6 +99,8 @@ pub struct HugeCache {
     count: usize,
     /// Bytes of all cached spans (address space).
     bytes: usize,
+    /// When a huge block was last freed (monotonic ns).
+    last_free: u64,
 }
 
 impl HugeCache {
@@ -108,7 +110,18 @@ impl HugeCache {
             spans: [Span::EMPTY; SPANS],
             count: 0,
             bytes: 0,
+            last_free: 0,
         }
+    }
+
+    /// Records a huge free at `now`.
+    pub fn note_free(&mut self, now: u64) {
+        self.last_free = now;
+    }
+
+    /// How long no huge block has been freed, at `now`.
+    pub fn quiet_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_free)
     }
 
     /// Cached spans.
@@ -144,12 +157,13 @@ impl HugeCache {
         s
     }
 
-    /// Removes and returns the smallest span of at least `need` bytes,
-    /// warm rather than purged among equals.
+    /// Removes and returns the smallest warm span of at least `need`
+    /// bytes, else the smallest purged one: a larger warm span split is
+    /// cheaper than a purged one faulted back in page by page.
     pub fn take(&mut self, need: usize) -> Option<Span> {
         let i = (0..self.count)
             .filter(|&i| self.spans[i].len >= need)
-            .min_by_key(|&i| (self.spans[i].len, self.spans[i].purged))?;
+            .min_by_key(|&i| (self.spans[i].purged, self.spans[i].len))?;
         Some(self.remove(i))
     }
 

@@ -20,8 +20,9 @@
 //! ([`cache`]): programs that allocate and free blocks of a few MiB in a
 //! loop would otherwise pay a `mmap`, a page fault per 4 KiB and a
 //! `munmap` for every block. Cached spans are split to fit smaller
-//! requests and coalesced with their cached neighbours; they stay warm for
-//! the instance's purge delay, are purged after it (or when the warm ones
+//! requests and coalesced with their cached neighbours; they stay warm
+//! while huge blocks keep being freed, are purged once frees pause for
+//! [`WARM_DELAYS`] times the instance's purge delay (or when the warm ones
 //! exceed [`WARM_BYTES_MAX`]) and unmapped after [`COLD_AFTER_DELAYS`]
 //! delays, when the cache is full or over [`CACHE_BYTES_MAX`], or on
 //! `trim`. The clock is read only here, on paths that already make a
@@ -60,7 +61,14 @@ const CACHE_BLOCK_MAX: usize = 32 << 20;
 /// Address space the cache may hold (its purged spans cost no memory).
 const CACHE_BYTES_MAX: usize = 256 << 20;
 /// Memory that warm spans may hold before the oldest is purged early.
-const WARM_BYTES_MAX: usize = 64 << 20;
+const WARM_BYTES_MAX: usize = 96 << 20;
+/// Warm spans are purged once huge frees have paused for this many purge
+/// delays. Not counted per span: a program that keeps replacing big
+/// buffers reuses its spans some milliseconds apart (more than the delay
+/// when it fills each buffer, or on a loaded machine), and purging them
+/// would only make it fault them back in, page by page; while it goes on,
+/// the warm bound keeps that memory in check.
+const WARM_DELAYS: u64 = 10;
 /// A purged span idle for this many purge delays is unmapped.
 const COLD_AFTER_DELAYS: u64 = 100;
 /// `hardened`: address space the quarantine may hold (no memory: its
@@ -319,6 +327,9 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         cache_span(store, span, true);
     }
     maintain(store, span.since);
+    let _g = store.lock();
+    // SAFETY: lock held.
+    unsafe { (*store.huge.get()).note_free(span.since) };
 }
 
 /// Puts a free span into the cache, merged with its cached neighbours if
@@ -350,13 +361,18 @@ pub fn maintain(store: &SegmentStore, now: u64) {
         return;
     }
     let delay = store.purge_delay_ns();
-    let purge_before = now.saturating_sub(delay);
+    let quiet = delay.saturating_mul(WARM_DELAYS);
     let cold_before = now.saturating_sub(delay.saturating_mul(COLD_AFTER_DELAYS));
     loop {
         let (victim, to_purge) = {
             let _g = store.lock();
             // SAFETY: lock held.
             let c = unsafe { &mut *store.huge.get() };
+            let purge_before = if c.quiet_for(now) >= quiet {
+                now.saturating_sub(quiet)
+            } else {
+                0
+            };
             match c.pop_victim(CACHE_BYTES_MAX, cold_before) {
                 Some(v) => (Some(v), None),
                 None => (None, c.pop_to_purge(purge_before, WARM_BYTES_MAX)),

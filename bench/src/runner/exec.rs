@@ -101,5 +101,9 @@ mod tests {
             super::field("alloc=emma-tls x=1", "alloc"),
             Some("emma-tls")
         );
+        assert_eq!(
+            super::field("alloc=glibc end_rss_kib=1 preload=loaded", "preload"),
+            Some("loaded")
+        );
     }
 }
