@@ -313,6 +313,13 @@ impl SegmentStore {
         }
     }
 
+    /// Counts `bytes` more as committed without checking the limit: for
+    /// memory already written by the time it is counted (the header page
+    /// of a split large span), at most a page past the limit.
+    pub(crate) fn commit_written(&self, bytes: usize) {
+        self.stats.committed.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Counts `bytes` less as committed.
     #[inline]
     pub(crate) fn decommit(&self, bytes: usize) {

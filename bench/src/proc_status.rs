@@ -23,3 +23,20 @@ pub fn rss() -> Rss {
         now_kib: field("VmRSS:"),
     }
 }
+
+/// Whether the library named in `LD_PRELOAD` is mapped into this process: `none` (no preload),
+/// `loaded`, or `missing` (the loader ignored it, e.g. a wrong path), so that a C-mode run can
+/// never silently measure glibc instead.
+pub fn preload() -> &'static str {
+    let Some(lib) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) else {
+        return "none";
+    };
+    // /proc/self/maps shows the file the symlink chain ends at.
+    let real = std::fs::canonicalize(&lib).unwrap_or_else(|_| lib.into());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    if maps.lines().any(|l| l.ends_with(&*real.to_string_lossy())) {
+        "loaded"
+    } else {
+        "missing"
+    }
+}

@@ -1,7 +1,8 @@
 //! One workload, one process: `workload <name> [scale]`.
 //!
 //! Built once per allocator (see `emma_bench::selected`). Prints a single line the runner parses:
-//! `alloc=<name> workload=<name> seconds=<f> checksum=<hex> peak_rss_kib=<n> end_rss_kib=<n>`.
+//! `alloc=<name> workload=<name> seconds=<f> checksum=<hex> peak_rss_kib=<n> end_rss_kib=<n>
+//! preload=<none|loaded|missing>` (whether the library in `LD_PRELOAD`, if any, is mapped).
 //! The time covers the workload only (process start-up and exit excluded), including dropping
 //! everything it allocated; the RSS figures are read after that.
 
@@ -46,11 +47,12 @@ fn main() -> ExitCode {
     let seconds = start.elapsed().as_secs_f64();
     let rss = proc_status::rss();
     println!(
-        "alloc={} workload={} seconds={seconds:.6} checksum={checksum:016x} peak_rss_kib={} end_rss_kib={}",
+        "alloc={} workload={} seconds={seconds:.6} checksum={checksum:016x} peak_rss_kib={} end_rss_kib={} preload={}",
         selected::NAME,
         workload.name,
         rss.peak_kib,
-        rss.now_kib
+        rss.now_kib,
+        proc_status::preload()
     );
     ExitCode::SUCCESS
 }

@@ -4,7 +4,7 @@ pub mod machine;
 pub mod markdown;
 pub mod svg;
 
-use crate::runner::alloc::{Allocator, BASELINE};
+use crate::runner::alloc::{Allocator, Mode};
 use crate::runner::config::Config;
 use crate::workloads::Workload;
 use machine::Machine;
@@ -108,9 +108,12 @@ pub struct AllocSummary {
     pub scaling: Option<f64>,
 }
 
-/// Everything the report shows, computed once from [`Results`].
+/// Everything the report shows for one mode, computed once from [`Results`].
 pub struct Summary {
-    /// `cells[workload][allocator]`, `None` where no run succeeded.
+    /// The mode: only its allocators have cells, ratios are to its baseline.
+    pub mode: Mode,
+    /// `cells[workload][allocator]`, `None` where no run succeeded or the allocator is not of
+    /// this mode.
     pub cells: Vec<Vec<Option<Cell>>>,
     /// One per allocator.
     pub per_alloc: Vec<AllocSummary>,
@@ -137,16 +140,18 @@ pub fn geomean(values: &[f64]) -> Option<f64> {
 }
 
 impl Summary {
-    /// Computes medians, ratios to [`BASELINE`] and the aggregates.
-    pub fn of(r: &Results) -> Summary {
-        let base = r.allocators.iter().position(|a| a.name == BASELINE);
+    /// Computes medians, ratios to the mode's baseline and the aggregates, for the allocators
+    /// of `mode`.
+    pub fn of(r: &Results, mode: Mode) -> Summary {
+        let base = r.allocators.iter().position(|a| a.name == mode.baseline());
         let mut cells: Vec<Vec<Option<Cell>>> = r
             .samples
             .iter()
             .map(|row| {
                 row.iter()
-                    .map(|s| {
-                        (!s.is_empty()).then(|| {
+                    .zip(&r.allocators)
+                    .map(|(s, a)| {
+                        (!s.is_empty() && a.in_mode(mode)).then(|| {
                             let times: Vec<f64> = s.iter().map(|x| x.seconds).collect();
                             let mib = |f: fn(&Sample) -> u64| {
                                 median(&s.iter().map(|x| f(x) as f64 / 1024.0).collect::<Vec<_>>())
@@ -229,6 +234,7 @@ impl Summary {
             })
             .collect();
         Summary {
+            mode,
             cells,
             per_alloc,
             checksum_mismatch,

@@ -20,8 +20,11 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Renders the chart.
+/// Renders the chart of the allocators of `s`'s mode.
 pub fn render(r: &Results, s: &Summary) -> String {
+    let shown: Vec<usize> = (0..r.allocators.len())
+        .filter(|&i| r.allocators[i].in_mode(s.mode))
+        .collect();
     // Groups: (label, ratio per allocator).
     let mut groups: Vec<(&str, Vec<Option<f64>>)> = r
         .workloads
@@ -30,13 +33,19 @@ pub fn render(r: &Results, s: &Summary) -> String {
         .map(|(w, row)| {
             (
                 w.name,
-                row.iter().map(|c| c.and_then(|c| c.ratio)).collect(),
+                shown
+                    .iter()
+                    .map(|&i| row[i].and_then(|c| c.ratio))
+                    .collect(),
             )
         })
         .collect();
     groups.push((
         "geomean",
-        s.per_alloc.iter().map(|p| p.geomean.map(|g| g.0)).collect(),
+        shown
+            .iter()
+            .map(|&i| s.per_alloc[i].geomean.map(|g| g.0))
+            .collect(),
     ));
 
     // Axis range: whole powers of two around the data, at least 0.5×–2×, at most 1/16×–64×.
@@ -61,7 +70,7 @@ pub fn render(r: &Results, s: &Summary) -> String {
         .clamp(1.0, 6.0);
     let y = |ratio: f64| TOP + (hi - ratio.log2().clamp(lo, hi)) / (hi - lo) * PLOT_H;
 
-    let n_alloc = r.allocators.len().max(1);
+    let n_alloc = shown.len().max(1);
     let group_w = n_alloc as f64 * BAR_W + GROUP_GAP;
     let width = LEFT + groups.len() as f64 * group_w + RIGHT;
     let height = TOP + PLOT_H + BOTTOM;
@@ -75,7 +84,7 @@ pub fn render(r: &Results, s: &Summary) -> String {
     writeln!(o, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
     writeln!(
         o,
-        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">Time relative to {BASELINE} (median of {} runs; log scale; lower is better)</text>"#,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">Rust mode: time relative to {BASELINE} (median of {} runs; log scale; lower is better)</text>"#,
         r.reps_done
     )
     .unwrap();
@@ -90,7 +99,7 @@ pub fn render(r: &Results, s: &Summary) -> String {
 
     // Legend.
     let mut lx = LEFT;
-    for a in &r.allocators {
+    for a in shown.iter().map(|&i| &r.allocators[i]) {
         writeln!(
             o,
             r#"<rect x="{lx}" y="48" width="11" height="11" fill="{}"/>"#,
@@ -140,7 +149,8 @@ pub fn render(r: &Results, s: &Summary) -> String {
     let one = y(1.0);
     for (gi, (label, ratios)) in groups.iter().enumerate() {
         let gx = LEFT + gi as f64 * group_w + GROUP_GAP / 2.0;
-        for (ai, (a, ratio)) in r.allocators.iter().zip(ratios).enumerate() {
+        let bars = shown.iter().map(|&i| &r.allocators[i]).zip(ratios);
+        for (ai, (a, ratio)) in bars.enumerate() {
             let Some(ratio) = *ratio else { continue };
             let bx = gx + ai as f64 * BAR_W;
             let by = y(ratio);

@@ -1,4 +1,12 @@
-//! The allocators the suite compares.
+//! The allocators the suite compares, in two modes.
+//!
+//! - **Rust mode**: the allocator is the workload binary's `#[global_allocator]` (one binary per
+//!   allocator, selected by a cargo feature).
+//! - **C mode**: the `glibc` binary (Rust's `System` allocator, i.e. `malloc`, `free` without a
+//!   size, `realloc`, `posix_memalign`) runs with the allocator's shared library in
+//!   `LD_PRELOAD`, so every call goes through the PLT into a drop-in library, as in a C program:
+//!   emma's drop-in library against Debian's builds of mimalloc, jemalloc and tcmalloc, and
+//!   glibc itself (the same binary without a preload).
 
 /// One allocator: its display name (as the workload binary reports it) and the cargo feature of
 /// `emma-bench` that makes it the global allocator.
@@ -14,10 +22,83 @@ pub struct Allocator {
     pub needs_cmake: bool,
     /// Repetitions it takes part in at most (see [`ALL`] for why one peer has a cap).
     pub max_reps: usize,
+    /// The mode(s) it is reported in.
+    pub mode: Mode,
+    /// The library put in `LD_PRELOAD` (C mode).
+    pub preload: Preload,
 }
 
-/// The allocator every ratio is taken against.
+/// Which comparison an allocator belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The allocator is the Rust global allocator.
+    Rust,
+    /// A drop-in C library under `LD_PRELOAD`.
+    C,
+    /// Both (glibc: Rust's `System` allocator is plain C `malloc`).
+    Both,
+}
+
+impl Mode {
+    /// The allocator every ratio of this mode is taken against.
+    pub fn baseline(self) -> &'static str {
+        match self {
+            Mode::C => "c-mimalloc",
+            Mode::Rust | Mode::Both => BASELINE,
+        }
+    }
+
+    /// Title of the mode in the report.
+    pub fn title(self) -> &'static str {
+        match self {
+            Mode::C => "C mode (drop-in libraries under LD_PRELOAD)",
+            Mode::Rust | Mode::Both => "Rust mode (global allocator)",
+        }
+    }
+}
+
+/// The shared library a C-mode allocator is loaded from.
+#[derive(Clone, Copy, Debug)]
+pub enum Preload {
+    /// Nothing preloaded.
+    None,
+    /// emma's drop-in library, built from this workspace (see [`EMMA_PRELOAD`]).
+    Emma,
+    /// A library from a Debian package, installed with apt-get when missing.
+    Debian {
+        /// The package.
+        package: &'static str,
+        /// The library's path once installed.
+        path: &'static str,
+    },
+}
+
+/// How emma's drop-in C library is built: cargo arguments (run at the workspace root, in the
+/// suite's target directory) and the library's path under that target directory. One entry, so
+/// that switching to another package of the library is a one-line change.
+pub const EMMA_PRELOAD: (&[&str], &str) = (
+    &["build", "--release", "-p", "emma-malloc"],
+    "release/libemma.so",
+);
+
+/// The Rust-mode allocator every ratio is taken against.
 pub const BASELINE: &str = "mimalloc";
+
+impl Allocator {
+    /// Whether it is reported in `mode`.
+    pub fn in_mode(&self, mode: Mode) -> bool {
+        self.mode == mode || self.mode == Mode::Both
+    }
+
+    /// The name its workload binary prints (C mode runs the glibc binary).
+    pub fn binary_name(&self) -> &'static str {
+        if self.mode == Mode::C {
+            "glibc"
+        } else {
+            self.name
+        }
+    }
+}
 
 /// Every allocator, in report order: emma first, then the peers.
 ///
@@ -31,6 +112,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#d62728",
         needs_cmake: false,
         max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
     },
     Allocator {
         name: "emma",
@@ -38,6 +121,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#ff9896",
         needs_cmake: false,
         max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
     },
     Allocator {
         name: "mimalloc",
@@ -45,6 +130,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#1f77b4",
         needs_cmake: false,
         max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
     },
     Allocator {
         name: "jemalloc",
@@ -52,6 +139,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#2ca02c",
         needs_cmake: false,
         max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
     },
     Allocator {
         name: "snmalloc",
@@ -59,6 +148,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#9467bd",
         needs_cmake: true,
         max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
     },
     Allocator {
         name: "glibc",
@@ -66,6 +157,8 @@ pub const ALL: &[Allocator] = &[
         colour: "#7f7f7f",
         needs_cmake: false,
         max_reps: usize::MAX,
+        mode: Mode::Both,
+        preload: Preload::None,
     },
     Allocator {
         name: "emma-0.0.1",
@@ -73,5 +166,52 @@ pub const ALL: &[Allocator] = &[
         colour: "#bcbd22",
         needs_cmake: false,
         max_reps: 1,
+        mode: Mode::Rust,
+        preload: Preload::None,
+    },
+    Allocator {
+        name: "c-emma",
+        feature: "a-system",
+        colour: "#d62728",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Emma,
+    },
+    Allocator {
+        name: "c-mimalloc",
+        feature: "a-system",
+        colour: "#1f77b4",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Debian {
+            package: "libmimalloc2.0",
+            path: "/usr/lib/x86_64-linux-gnu/libmimalloc.so.2",
+        },
+    },
+    Allocator {
+        name: "c-jemalloc",
+        feature: "a-system",
+        colour: "#2ca02c",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Debian {
+            package: "libjemalloc2",
+            path: "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        },
+    },
+    Allocator {
+        name: "c-tcmalloc",
+        feature: "a-system",
+        colour: "#e377c2",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Debian {
+            package: "libtcmalloc-minimal4",
+            path: "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+        },
     },
 ];

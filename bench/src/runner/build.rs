@@ -5,7 +5,7 @@
 //! after each build the binary is copied to `bins/workload-<allocator>` so that all of them can
 //! be run side by side.
 
-use super::alloc::Allocator;
+use super::alloc::{Allocator, Preload, EMMA_PRELOAD};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,28 +53,98 @@ fn has_cmake() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Runs `apt-get` quietly; whether it succeeded.
+fn apt(args: &[&str]) -> bool {
+    Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs a Debian package with apt-get (we run as root on the project's machines) and says
+/// whether `present()` holds afterwards.
+fn apt_install(package: &str, present: impl Fn() -> bool) -> bool {
+    eprintln!("trying `apt-get install -y {package}` ...");
+    // The package lists may be stale or absent on a fresh machine: update first.
+    let _ = apt(&["update", "-qq"]);
+    apt(&["install", "-y", "-qq", package]) && present()
+}
+
 /// Makes sure `cmake` is there for snmalloc: installs it with apt-get if it is missing and
-/// apt-get works here (we run as root on the project's machines). `Err` says why not.
+/// apt-get works here. `Err` says why not.
 pub fn ensure_cmake() -> Result<(), String> {
     if has_cmake() {
         return Ok(());
     }
-    eprintln!("cmake is missing (snmalloc needs it); trying `apt-get install -y cmake` ...");
-    let apt = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // The package lists may be stale or absent on a fresh machine: update first.
-    let _ = apt(&["update", "-qq"]);
-    if apt(&["install", "-y", "-qq", "cmake"]) && has_cmake() {
+    eprintln!("cmake is missing (snmalloc needs it)");
+    if apt_install("cmake", has_cmake) {
         eprintln!("cmake installed.");
         Ok(())
     } else {
         Err("cmake is missing and `apt-get install -y cmake` did not work".into())
+    }
+}
+
+/// The library to put in `LD_PRELOAD` for `alloc` (C mode), built (unless `no_build`) or
+/// installed if needed.
+pub fn preload(
+    paths: &Paths,
+    alloc: &Allocator,
+    no_build: bool,
+) -> Result<Option<PathBuf>, String> {
+    match alloc.preload {
+        Preload::None => Ok(None),
+        Preload::Debian { package, path } => {
+            let present = || Path::new(path).exists();
+            if present() || apt_install(package, present) {
+                Ok(Some(PathBuf::from(path)))
+            } else {
+                Err(format!(
+                    "{path} is missing and `apt-get install -y {package}` did not work"
+                ))
+            }
+        }
+        Preload::Emma if no_build => {
+            let lib = paths.target.join(EMMA_PRELOAD.1);
+            if lib.exists() {
+                Ok(Some(lib))
+            } else {
+                Err(format!(
+                    "no library at {} (run without --no-build)",
+                    lib.display()
+                ))
+            }
+        }
+        Preload::Emma => {
+            let (args, artefact) = EMMA_PRELOAD;
+            let log_path = paths
+                .target
+                .join("logs")
+                .join(format!("preload-{}.log", alloc.name));
+            fs::create_dir_all(log_path.parent().unwrap()).map_err(|e| e.to_string())?;
+            let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let ok = Command::new(cargo)
+                .current_dir(&paths.root)
+                .env("CARGO_TARGET_DIR", &paths.target)
+                .args(args)
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .status()
+                .is_ok_and(|s| s.success());
+            let lib = paths.target.join(artefact);
+            if ok && lib.exists() {
+                Ok(Some(lib))
+            } else {
+                Err(format!(
+                    "building emma's drop-in library failed ({})",
+                    log_path.display()
+                ))
+            }
+        }
     }
 }
 

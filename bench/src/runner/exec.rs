@@ -6,16 +6,22 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Runs `bin <workload> <scale>`, killing it after `timeout`. Checks that the binary is built
-/// for `alloc` (it prints its allocator's name) and returns its measurements.
+/// Runs `bin <workload> <scale>` (with `preload` in `LD_PRELOAD`, if any), killing it after
+/// `timeout`. Checks that the binary is built for `alloc` (it prints its allocator's name) and
+/// that the preloaded library was really loaded, and returns its measurements.
 pub fn run(
     bin: &Path,
     alloc: &str,
+    preload: Option<&Path>,
     workload: &str,
     scale: f64,
     timeout: Duration,
 ) -> Result<Sample, String> {
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    if let Some(lib) = preload {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let mut child = cmd
         .args([workload, &scale.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -54,6 +60,9 @@ pub fn run(
         return Err(format!("exited with {status}: {tail}"));
     }
     let sample = parse(&out).ok_or_else(|| format!("unparsable output {out:?}"))?;
+    if preload.is_some() && field(&out, "preload") != Some("loaded") {
+        return Err(format!("the preloaded library was not loaded: {out:?}"));
+    }
     match field(&out, "alloc") {
         Some(a) if a == alloc => Ok(sample),
         other => Err(format!("binary reports alloc={other:?}, expected {alloc}")),
@@ -91,6 +100,10 @@ mod tests {
         assert_eq!(
             super::field("alloc=emma-tls x=1", "alloc"),
             Some("emma-tls")
+        );
+        assert_eq!(
+            super::field("alloc=glibc end_rss_kib=1 preload=loaded", "preload"),
+            Some("loaded")
         );
     }
 }

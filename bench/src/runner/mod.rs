@@ -41,13 +41,13 @@ pub fn main() -> ExitCode {
 
     let mut results = Results::new(
         &cfg,
-        runnable.iter().map(|(a, _)| *a).collect(),
+        runnable.iter().map(|(a, _, _)| *a).collect(),
         skipped,
         machine,
     );
     let total: usize = runnable
         .iter()
-        .map(|(a, _)| a.max_reps.min(cfg.reps))
+        .map(|(a, _, _)| a.max_reps.min(cfg.reps))
         .sum::<usize>()
         * cfg.workloads.len();
     let timeout = Duration::from_secs_f64((300.0 * cfg.scale).max(60.0));
@@ -58,7 +58,7 @@ pub fn main() -> ExitCode {
         for (wi, workload) in cfg.workloads.iter().enumerate() {
             for k in 0..runnable.len() {
                 let ai = (k + rep + wi) % runnable.len();
-                let (alloc, bin) = &runnable[ai];
+                let (alloc, bin, preload) = &runnable[ai];
                 if rep >= alloc.max_reps {
                     continue;
                 }
@@ -78,7 +78,15 @@ pub fn main() -> ExitCode {
                     results.busy_runs += 1;
                 }
                 progress.update(&status);
-                match exec::run(bin, alloc.name, workload.name, cfg.scale, timeout) {
+                let run = exec::run(
+                    bin,
+                    alloc.binary_name(),
+                    preload.as_deref(),
+                    workload.name,
+                    cfg.scale,
+                    timeout,
+                );
+                match run {
                     Ok(sample) => results.samples[wi][ai].push(Sample {
                         busy: !quiet_now,
                         ..sample
@@ -109,10 +117,10 @@ pub fn main() -> ExitCode {
     progress.update(&format!("done: {total} runs"));
     progress.finish_line();
 
-    println!(
-        "{}",
-        report::markdown::summary_table(&results, &report::Summary::of(&results))
-    );
+    for s in report::markdown::modes(&results) {
+        println!("{}", s.mode.title());
+        println!("{}", report::markdown::summary_table(&results, &s));
+    }
     println!(
         "written: {}/latest.md, chart.svg, runs.tsv",
         cfg.out_dir.display()
@@ -120,8 +128,8 @@ pub fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Allocators ready to run, each with its workload binary.
-type Runnable = Vec<(alloc::Allocator, PathBuf)>;
+/// Allocators ready to run, each with its workload binary and, in C mode, its library.
+type Runnable = Vec<(alloc::Allocator, PathBuf, Option<PathBuf>)>;
 /// Allocators left out: name and reason.
 type Skipped = Vec<(String, String)>;
 
@@ -146,8 +154,9 @@ fn build_all(cfg: &Config, paths: &Paths) -> (Runnable, Skipped) {
             progress.update(&format!("building workload binary for {} ...", a.name));
             build::build(paths, a)
         };
+        let result = result.and_then(|bin| Ok((bin, build::preload(paths, a, cfg.no_build)?)));
         match result {
-            Ok(bin) => runnable.push((*a, bin)),
+            Ok((bin, lib)) => runnable.push((*a, bin, lib)),
             Err(e) => {
                 progress.finish_line();
                 eprintln!("SKIPPING {}: {e}", a.name);
@@ -161,14 +170,15 @@ fn build_all(cfg: &Config, paths: &Paths) -> (Runnable, Skipped) {
 
 fn write_outputs(results: &Results, out_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(out_dir)?;
-    let summary = report::Summary::of(results);
+    let summaries = report::markdown::modes(results);
     std::fs::write(
         out_dir.join("latest.md"),
-        report::markdown::render(results, &summary),
+        report::markdown::render(results, &summaries),
     )?;
+    let rust = report::Summary::of(results, alloc::Mode::Rust);
     std::fs::write(
         out_dir.join("chart.svg"),
-        report::svg::render(results, &summary),
+        report::svg::render(results, &rust),
     )?;
     std::fs::write(out_dir.join("runs.tsv"), report::tsv(results))?;
     Ok(())

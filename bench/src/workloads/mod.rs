@@ -7,7 +7,9 @@
 //! arranged so that their checksum does not depend on scheduling.
 
 mod collections;
+mod cstyle;
 mod growth;
+mod large;
 mod single;
 mod threaded;
 
@@ -37,6 +39,11 @@ pub const ALL: &[Workload] = &[
         name: "mixed-sizes",
         what: "one thread: random replacement of 1000 blocks of 16 B–1 MiB (log-distributed, mostly small), one byte written per page",
         run: single::mixed_sizes,
+    },
+    Workload {
+        name: "malloc-large",
+        what: "one thread: 6 live buffers of 1–32 MiB, a random one replaced each step, every page of a new buffer touched",
+        run: large::malloc_large,
     },
     Workload {
         name: "collections",
@@ -77,6 +84,21 @@ pub const ALL: &[Workload] = &[
         name: "thread-churn",
         what: "thousands of short-lived threads, 2 at a time, each allocating and freeing, and leaving 10% of its blocks for a later thread to free",
         run: threaded::thread_churn,
+    },
+    Workload {
+        name: "bignum",
+        what: "one thread, C-style: 4000 big numbers of 1–48 limbs in heap buffers, each step a sum or product into a new buffer replacing a random one",
+        run: cstyle::bignum,
+    },
+    Workload {
+        name: "trees",
+        what: "one thread, C-style: binary trees of nodes with 8–120 byte payloads built, walked twice and dropped beside a long-lived tree",
+        run: cstyle::trees,
+    },
+    Workload {
+        name: "exchange",
+        what: "2 threads, C-style: each allocates batches of 16–512 byte blocks, sends them to the other and frees what it receives",
+        run: cstyle::exchange,
     },
 ];
 

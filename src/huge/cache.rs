@@ -1,0 +1,318 @@
+//! The span cache: free huge mappings kept for reuse, as plain
+//! bookkeeping (no syscalls here; `huge` does those around it).
+//!
+//! A span is a segment-aligned range of whole chunks that is still mapped
+//! and recorded in the instance's segment map, with a [`super::HugeHeader`]
+//! (not live) at its start, so that `owns` and `for_each_mapping` keep
+//! seeing it as one of the instance's mappings. Spans are:
+//!
+//! - **split**: a request takes the smallest span that fits, and what is
+//!   left after it stays cached as a span of its own;
+//! - **coalesced**: a span put next to a cached neighbour merges with it,
+//!   so the pieces of one split come back together;
+//! - **warm** until they have been free for the purge delay (reused
+//!   without page faults), then **purged** (the body given back with
+//!   `madvise`, the header page kept), and unmapped when they stay cold
+//!   for much longer, when the cache is full, or on `trim`.
+//!
+//! `committed` is each span's share of the store's `committed` counter, so
+//! that the counter stays exact whatever is split, merged or purged.
+
+/// Spans the cache holds at most.
+pub const SPANS: usize = 16;
+
+/// A free, mapped range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Start (segment aligned): where its header is.
+    pub base: usize,
+    /// Length, whole segments.
+    pub len: usize,
+    /// Its bytes counted in the store's `committed`.
+    pub committed: usize,
+    /// When it was freed (monotonic ns); for a merged span, the older time
+    /// of its warm parts.
+    pub since: u64,
+    /// Every page but the header page has been given back since.
+    pub purged: bool,
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        base: 0,
+        len: 0,
+        committed: 0,
+        since: 0,
+        purged: false,
+    };
+
+    fn end(&self) -> usize {
+        self.base + self.len
+    }
+
+    /// One span out of two adjacent ones (`self` first).
+    fn merged(self, upper: Span) -> Span {
+        let since = match (self.purged, upper.purged) {
+            (false, true) => self.since,
+            (true, false) => upper.since,
+            _ => self.since.min(upper.since),
+        };
+        Span {
+            base: self.base,
+            len: self.len + upper.len,
+            committed: self.committed + upper.committed,
+            since,
+            purged: self.purged && upper.purged,
+        }
+    }
+
+    /// Splits off the first `need` bytes (`need < len`, whole segments).
+    /// The rest needs a header of its own: one more page that will be
+    /// written, counted in the rest's `committed` (and returned, so the
+    /// caller can count it in the store) when that page was not counted.
+    pub fn split(self, need: usize, page: usize) -> (Span, Span, usize) {
+        debug_assert!(need < self.len);
+        let (front_c, rest_c, touched) = if self.committed == self.len {
+            (need, self.len - need, 0)
+        } else {
+            let f = self.committed.min(need);
+            (f, self.committed - f + page, page)
+        };
+        let front = Span {
+            len: need,
+            committed: front_c,
+            ..self
+        };
+        let rest = Span {
+            base: self.base + need,
+            len: self.len - need,
+            committed: rest_c,
+            ..self
+        };
+        (front, rest, touched)
+    }
+}
+
+/// The cached spans of one instance (behind the store's lock).
+pub struct HugeCache {
+    spans: [Span; SPANS],
+    count: usize,
+    /// Bytes of all cached spans (address space).
+    bytes: usize,
+    /// When a huge block was last freed (monotonic ns).
+    last_free: u64,
+}
+
+impl HugeCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        HugeCache {
+            spans: [Span::EMPTY; SPANS],
+            count: 0,
+            bytes: 0,
+            last_free: 0,
+        }
+    }
+
+    /// Records a huge free at `now`.
+    pub fn note_free(&mut self, now: u64) {
+        self.last_free = now;
+    }
+
+    /// How long no huge block has been freed, at `now`.
+    pub fn quiet_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_free)
+    }
+
+    /// Cached spans.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of address space the cache holds.
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bytes of cached spans that are not purged (resident, mostly).
+    pub fn warm_bytes(&self) -> usize {
+        self.live()
+            .iter()
+            .filter(|s| !s.purged)
+            .map(|s| s.committed)
+            .sum()
+    }
+
+    fn live(&self) -> &[Span] {
+        &self.spans[..self.count]
+    }
+
+    fn remove(&mut self, i: usize) -> Span {
+        let s = self.spans[i];
+        self.count -= 1;
+        self.spans[i] = self.spans[self.count];
+        self.bytes -= s.len;
+        s
+    }
+
+    /// Removes and returns the smallest warm span of at least `need`
+    /// bytes, else the smallest purged one: a larger warm span split is
+    /// cheaper than a purged one faulted back in page by page.
+    pub fn take(&mut self, need: usize) -> Option<Span> {
+        let i = (0..self.count)
+            .filter(|&i| self.spans[i].len >= need)
+            .min_by_key(|&i| (self.spans[i].purged, self.spans[i].len))?;
+        Some(self.remove(i))
+    }
+
+    /// Adds `s`, merged with cached neighbours if `merge`. Returns the span
+    /// as cached (its header must be rewritten and its chunks re-recorded
+    /// when it grew), and the oldest span if it had to leave to make room.
+    pub fn put(&mut self, mut s: Span, merge: bool) -> (Span, Option<Span>) {
+        if merge {
+            while let Some(i) = (0..self.count).find(|&i| self.spans[i].end() == s.base) {
+                s = self.remove(i).merged(s);
+            }
+            while let Some(i) = (0..self.count).find(|&i| self.spans[i].base == s.end()) {
+                s = s.merged(self.remove(i));
+            }
+        }
+        let evicted = if self.count == SPANS {
+            let oldest = (0..self.count).min_by_key(|&i| self.spans[i].since);
+            oldest.map(|i| self.remove(i))
+        } else {
+            None
+        };
+        self.spans[self.count] = s;
+        self.count += 1;
+        self.bytes += s.len;
+        (s, evicted)
+    }
+
+    /// Removes the oldest span if the cache holds more than `max_bytes`,
+    /// or a purged span idle since before `cold_before`.
+    pub fn pop_victim(&mut self, max_bytes: usize, cold_before: u64) -> Option<Span> {
+        let oldest = (0..self.count).min_by_key(|&i| self.spans[i].since)?;
+        if self.bytes > max_bytes {
+            return Some(self.remove(oldest));
+        }
+        let cold =
+            (0..self.count).find(|&i| self.spans[i].purged && self.spans[i].since < cold_before)?;
+        Some(self.remove(cold))
+    }
+
+    /// Removes the oldest warm span if it was freed at `before` or earlier, or if
+    /// the warm spans hold more than `max_warm` bytes.
+    pub fn pop_to_purge(&mut self, before: u64, max_warm: usize) -> Option<Span> {
+        let i = (0..self.count)
+            .filter(|&i| !self.spans[i].purged)
+            .min_by_key(|&i| self.spans[i].since)?;
+        if self.spans[i].since <= before || self.warm_bytes() > max_warm {
+            Some(self.remove(i))
+        } else {
+            None
+        }
+    }
+
+    /// Removes any span (for draining).
+    pub fn pop_any(&mut self) -> Option<Span> {
+        self.count.checked_sub(1).map(|i| self.remove(i))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+    const PAGE: usize = 4096;
+
+    fn warm(base: usize, len: usize, since: u64) -> Span {
+        Span {
+            base,
+            len,
+            committed: len,
+            since,
+            purged: false,
+        }
+    }
+
+    #[test]
+    fn takes_the_best_fit_and_splits_it_exactly() {
+        let mut c = HugeCache::new();
+        c.put(warm(0x1000_0000, 16 * MIB, 1), true);
+        c.put(warm(0x4000_0000, 8 * MIB, 2), true);
+        let s = c.take(4 * MIB).unwrap();
+        assert_eq!(s.len, 8 * MIB, "the smaller of two that fit");
+        let (front, rest, touched) = s.split(4 * MIB, PAGE);
+        assert_eq!(
+            (front.len, rest.base, rest.len),
+            (4 * MIB, 0x4040_0000, 4 * MIB)
+        );
+        assert_eq!((front.committed + rest.committed, touched), (8 * MIB, 0));
+        assert!(c.take(32 * MIB).is_none());
+        assert_eq!(c.bytes(), 16 * MIB);
+    }
+
+    #[test]
+    fn purged_spans_split_with_exact_counts() {
+        let cold = Span {
+            base: 0,
+            len: 12 * MIB,
+            committed: PAGE,
+            since: 0,
+            purged: true,
+        };
+        let (front, rest, touched) = cold.split(4 * MIB, PAGE);
+        assert_eq!(touched, PAGE);
+        assert_eq!(front.committed + rest.committed, PAGE + touched);
+        assert_eq!(rest.committed, PAGE);
+    }
+
+    #[test]
+    fn neighbours_coalesce_both_ways() {
+        let mut c = HugeCache::new();
+        c.put(warm(0, 4 * MIB, 5), true);
+        c.put(warm(8 * MIB, 4 * MIB, 7), true);
+        let cold = Span {
+            base: 4 * MIB,
+            len: 4 * MIB,
+            committed: PAGE,
+            since: 1,
+            purged: true,
+        };
+        let (m, evicted) = c.put(cold, true);
+        assert!(evicted.is_none());
+        assert_eq!((m.base, m.len, c.len()), (0, 12 * MIB, 1));
+        assert_eq!(m.committed, 8 * MIB + PAGE);
+        assert!(!m.purged, "partly warm spans must still be purged later");
+        assert_eq!(m.since, 5, "the older warm part sets the purge time");
+        // Without merging they stay apart.
+        let mut d = HugeCache::new();
+        d.put(warm(0, 4 * MIB, 0), false);
+        d.put(warm(4 * MIB, 4 * MIB, 0), false);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn victims_and_purges_go_oldest_first() {
+        let mut c = HugeCache::new();
+        for i in 0..SPANS {
+            let (_, ev) = c.put(warm(i * 16 * MIB, 4 * MIB, 100 + i as u64), true);
+            assert!(ev.is_none());
+        }
+        let (_, ev) = c.put(warm(1 << 40, 4 * MIB, 99), true);
+        assert_eq!(ev.unwrap().since, 100, "a full cache drops its oldest");
+        assert_eq!(c.len(), SPANS);
+        assert_eq!(c.pop_victim(usize::MAX, 0).map(|s| s.since), None);
+        assert_eq!(c.pop_victim(usize::MAX, u64::MAX), None, "none purged");
+        assert_eq!(c.pop_victim(8 * MIB, 0).unwrap().since, 99);
+        assert_eq!(c.pop_victim(8 * MIB, 0).unwrap().since, 101);
+        assert!(c.pop_to_purge(101, usize::MAX).is_none());
+        assert_eq!(c.pop_to_purge(102, usize::MAX).unwrap().since, 102);
+        assert_eq!(c.pop_to_purge(0, 0).unwrap().since, 103);
+        assert!(c.pop_to_purge(0, usize::MAX).is_none());
+    }
+}

@@ -1,0 +1,246 @@
+//! Huge blocks freed and allocated again: without `hardened`, freed spans
+//! are reused warm (same addresses, no new mapping), split for smaller
+//! blocks and coalesced again, purged after the purge delay and bounded;
+//! the statistics stay exact through all of it. With `hardened`, freed
+//! spans are never reused (quarantine) and the quarantine stays bounded in
+//! mappings.
+//!
+//! Each test uses an instance of its own, so tests running in parallel do
+//! not see each other's spans.
+#![allow(clippy::undocumented_unsafe_blocks)]
+
+use emma::InstanceExt;
+use std::alloc::{GlobalAlloc, Layout};
+
+const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 16).unwrap()
+}
+
+/// Touches every page of a block.
+fn touch(p: *mut u8, size: usize, v: u8) {
+    for off in (0..size).step_by(PAGE) {
+        unsafe { p.add(off).write(v) };
+    }
+}
+
+fn mappings<I: InstanceExt + Copy>(i: I) -> usize {
+    let mut n = 0;
+    i.for_each_mapping(|_, _| n += 1);
+    n
+}
+
+#[cfg(not(feature = "hardened"))]
+mod reuse {
+    use super::*;
+    use std::time::Duration;
+
+    emma::emma_instance!(Reused);
+    emma::emma_instance!(Split);
+    emma::emma_instance!(Decay);
+    emma::emma_instance!(Bounded);
+
+    #[test]
+    fn a_freed_span_is_reused_at_the_same_address() {
+        let l = layout(8 * MIB);
+        let p = unsafe { Reused.alloc(l) };
+        touch(p, 8 * MIB, 1);
+        let before = Reused.stats();
+        unsafe { Reused.dealloc(p, l) };
+        let freed = Reused.stats();
+        assert_eq!((freed.huge_blocks, freed.huge_bytes), (0, 0));
+        assert_eq!(freed.mapped, before.mapped, "cached, still mapped");
+        for round in 0..100 {
+            let q = unsafe { Reused.alloc(l) };
+            assert_eq!(q, p, "round {round}: the cached span must come back");
+            touch(q, 8 * MIB, round as u8);
+            unsafe { Reused.dealloc(q, l) };
+        }
+        assert_eq!(Reused.stats().peak_mapped, before.peak_mapped);
+        Reused.trim();
+        let s = Reused.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+        assert_eq!(mappings(Reused), 0);
+    }
+
+    #[test]
+    fn spans_split_for_smaller_blocks_and_coalesce_again() {
+        let big = layout(24 * MIB);
+        let small = layout(6 * MIB);
+        let p = unsafe { Split.alloc(big) };
+        touch(p, 24 * MIB, 1);
+        let mapped = Split.stats().mapped;
+        unsafe { Split.dealloc(p, big) };
+        // Two 6 MiB blocks (8 MiB each with the header page) out of the
+        // 28 MiB span, one after the other.
+        let a = unsafe { Split.alloc(small) };
+        let b = unsafe { Split.alloc(small) };
+        assert_eq!(a, p, "the front of the span");
+        assert_eq!(b as usize, a as usize + 8 * MIB, "the rest of the span");
+        touch(a, 6 * MIB, 2);
+        touch(b, 6 * MIB, 3);
+        let s = Split.stats();
+        assert_eq!(s.mapped, mapped, "no new mapping for split blocks");
+        assert_eq!((s.huge_blocks, s.huge_bytes), (2, 16 * MIB), "{s:?}");
+        // The cached rest, up to the span's last byte, is still the instance's.
+        assert!(Split.owns(a) && Split.owns(b.wrapping_add(20 * MIB - PAGE - 1)));
+        // Three pieces (two blocks and a 12 MiB rest) are three mappings
+        // to `for_each_mapping`, covering the span exactly.
+        let mut seen = Vec::new();
+        Split.for_each_mapping(|base, len| seen.push((base, len)));
+        seen.sort();
+        let base = p as usize & !(4 * MIB - 1);
+        assert_eq!(
+            seen,
+            vec![
+                (base, 8 * MIB),
+                (base + 8 * MIB, 8 * MIB),
+                (base + 16 * MIB, 12 * MIB)
+            ]
+        );
+        unsafe {
+            Split.dealloc(b, small);
+            Split.dealloc(a, small);
+        }
+        assert_eq!(mappings(Split), 1, "the pieces coalesced");
+        let q = unsafe { Split.alloc(big) };
+        assert_eq!(q, p, "the whole span again");
+        unsafe { Split.dealloc(q, big) };
+        Split.trim();
+        let s = Split.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+        assert!(!Split.owns(p));
+    }
+
+    #[test]
+    fn idle_spans_are_purged_after_a_delay_and_stay_mapped() {
+        Decay.set_purge_delay(Duration::from_millis(5));
+        let l = layout(12 * MIB);
+        let p = unsafe { Decay.alloc(l) };
+        touch(p, 12 * MIB, 7);
+        let meta = Decay.stats().meta;
+        unsafe { Decay.dealloc(p, l) };
+        let warm = Decay.stats();
+        assert!(warm.committed >= meta + 12 * MIB, "warm at first: {warm:?}");
+        // Warm spans wait ten purge delays.
+        std::thread::sleep(Duration::from_millis(80));
+        // Any huge free looks at the clock; this one is too big to cache.
+        let other = layout(40 * MIB);
+        let o = unsafe { Decay.alloc(other) };
+        unsafe { Decay.dealloc(o, other) };
+        let cold = Decay.stats();
+        assert_eq!(
+            cold.committed,
+            meta + PAGE,
+            "only the header page: {cold:?}"
+        );
+        assert!(cold.purged >= 12 * MIB);
+        assert_eq!(cold.mapped, warm.mapped, "purged, still cached");
+        // A purged span is still reused, and reads as zero.
+        let q = unsafe { Decay.alloc(l) };
+        assert_eq!(q, p);
+        assert_eq!(unsafe { q.add(5 * MIB).read() }, 0);
+        assert_eq!(Decay.stats().committed, warm.committed);
+        unsafe { Decay.dealloc(q, l) };
+        Decay.trim();
+        let s = Decay.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+    }
+
+    /// A malloc-large-style loop: a few blocks of 1-32 MiB live at once,
+    /// replaced at random. The cache keeps memory and mappings bounded and
+    /// the figures exact.
+    #[test]
+    fn a_churn_of_large_blocks_stays_bounded() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut live: Vec<(*mut u8, usize)> = Vec::new();
+        let mut max_extra = 0;
+        for i in 0..120 {
+            if live.len() == 4 {
+                let (p, size) = live.swap_remove((next() % 4) as usize);
+                assert_eq!(unsafe { p.read() }, (size % 251) as u8);
+                unsafe { Bounded.dealloc(p, layout(size)) };
+            }
+            let size = MIB + (next() as usize % (31 * MIB));
+            let p = unsafe { Bounded.alloc(layout(size)) };
+            assert!(!p.is_null(), "iteration {i}");
+            touch(p, size, (size % 251) as u8);
+            live.push((p, size));
+            let s = Bounded.stats();
+            let extra = s.mapped - s.huge_bytes - s.meta;
+            max_extra = max_extra.max(extra);
+            assert!(extra <= 256 * MIB + 32 * MIB, "cache over its bound: {s:?}");
+            assert!(
+                s.committed <= s.huge_bytes + s.meta + 96 * MIB + 32 * MIB,
+                "too much warm memory: {s:?}"
+            );
+        }
+        assert!(max_extra > 0, "nothing was ever cached");
+        for (p, size) in live {
+            unsafe { Bounded.dealloc(p, layout(size)) };
+        }
+        Bounded.trim();
+        let s = Bounded.stats();
+        assert_eq!((s.mapped, s.committed, s.huge_blocks), (s.meta, s.meta, 0));
+        assert_eq!(mappings(Bounded), 0);
+    }
+}
+
+#[cfg(feature = "hardened")]
+mod quarantine {
+    use super::*;
+
+    emma::emma_instance!(Quarantined);
+
+    /// Number of lines of /proc/self/maps (the process's mapping count).
+    fn process_mappings() -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .count()
+    }
+
+    /// Freed spans are never handed out again while quarantined, hold no
+    /// memory, and the quarantine does not pile up mappings.
+    #[test]
+    fn freed_spans_are_quarantined_not_reused() {
+        let l = layout(6 * MIB);
+        let maps_before = process_mappings();
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..64 {
+            let p = unsafe { Quarantined.alloc(l) };
+            assert!(!p.is_null());
+            touch(p, 6 * MIB, round as u8);
+            if round < 16 {
+                assert!(
+                    seen.insert(p),
+                    "round {round}: a quarantined span came back"
+                );
+            }
+            unsafe { Quarantined.dealloc(p, l) };
+            let s = Quarantined.stats();
+            assert_eq!((s.huge_blocks, s.huge_bytes), (0, 0));
+            assert!(
+                s.committed <= s.meta + 16 * PAGE,
+                "quarantined spans must be emptied: {s:?}"
+            );
+            assert!(s.mapped <= s.meta + (1 << 30), "{s:?}");
+        }
+        assert!(
+            process_mappings() < maps_before + 64,
+            "the quarantine piles up mappings"
+        );
+        Quarantined.trim();
+        let s = Quarantined.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+        assert_eq!(mappings(Quarantined), 0);
+    }
+}
