@@ -233,10 +233,13 @@ impl InstanceState {
     }
 
     /// The instance's part of a slow path's tick (see [`crate::purge`]):
-    /// purges the store's idle cached segments, and now and then collects
-    /// the heaps of exited threads.
+    /// purges the store's idle cached segments and large spans, and now and
+    /// then collects the heaps of exited threads.
     pub(crate) fn tick(&self, now: u64) {
         self.store.tick(now);
+        // Without this a program that stops using large blocks would keep
+        // its warm spans until its next large allocation or free.
+        crate::huge::maintain(&self.store, now);
         let next = self.next_collect.load(Ordering::Relaxed);
         let every =
             purge::COLLECT_INTERVAL_NS * (1 + self.heap_count() / HEAPS_PER_INTERVAL) as u64;
