@@ -46,7 +46,7 @@ mod cache;
 
 use crate::harden;
 use crate::os::{self, align_up};
-use crate::segment::{Kind, Purged, SegmentHeader, SEGMENT_SIZE};
+use crate::segment::{slow_tag, Kind, Purged, Segment, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
 use crate::sys::{self, PAGE_SIZE};
 pub use cache::HugeCache;
@@ -144,6 +144,14 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
             align,
             live: AtomicBool::new(true),
         });
+        // The free fast path reads the tag of the block's slice entry
+        // before it knows the block is huge (`Segment::slice_entry`). For
+        // a block past the first slice that entry lies in the header page
+        // beyond the header, which a span split from a larger one still
+        // fills with its old blocks' data: make it the slow tag.
+        (*Segment::slice_entry(h.cast(), block))
+            .tag
+            .store(slow_tag(), Ordering::Relaxed);
         block
     }
 }
