@@ -1,8 +1,8 @@
 //! A tour of emma: several isolated allocators in one process, what each
 //! owns, and a quick speed comparison with the system allocator.
 //!
-//! Run with `cargo run --release --example tour` (add `--features tls` on
-//! nightly for thread-local heaps).
+//! Run with `cargo run --release --example tour` (per-thread heaps through
+//! TLS, the default; `--no-default-features` for the thread-pointer mode).
 
 use emma::InstanceExt;
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -104,7 +104,7 @@ fuzz() {
     cp -r fuzz/corpus/ops/. "$corpus"
     local secs="${EMMA_FUZZ_SECS:-20}"
     cargo fuzz run ops "$corpus" -- -max_total_time="$secs" -rss_limit_mb=8192
-    cargo fuzz run --features hardened ops "$corpus" -- -max_total_time="$secs" -rss_limit_mb=8192
+    cargo fuzz run --features tls,hardened ops "$corpus" -- -max_total_time="$secs" -rss_limit_mb=8192
     rm -rf "$corpus"
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! EMMA_SOAK_SECS=600 cargo test --release --test soak -- --ignored soak --nocapture
-//! EMMA_SOAK_SECS=600 cargo test --release --features tls --test soak -- --ignored soak --nocapture
+//! EMMA_SOAK_SECS=600 cargo test --release --no-default-features --test soak -- --ignored soak --nocapture
 //! ```
 //!
 //! Every block carries a cookie (derived from its address, size and

@@ -8,7 +8,7 @@
 //! a thread's heap without `tls`, [`teardown`] unmaps everything.
 //!
 //! # Which heap does a thread use?
-//! - With `tls`: the heap pointer in the instance's `#[thread_local]` slot.
+//! - With `tls`: the heap pointer in the instance's thread-local slot.
 //! - Without: the thread pointer hashed into the instance's [`TpTable`];
 //!   the entry is used only if the heap's `owner_tp` equals the caller's
 //!   thread pointer.
