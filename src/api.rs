@@ -472,6 +472,12 @@ unsafe fn block_meta(p: *mut u8) -> (usize, Keys) {
     // SAFETY: per contract.
     unsafe {
         if is_small(seg) {
+            if !harden::ENABLED {
+                // Every slice entry of a page carries its block size: no
+                // lookup of the page's first slice, and no keys to load.
+                let entry = Segment::slice_entry(seg, p);
+                return ((*entry).block_size as usize, Keys::default());
+            }
             let page = Segment::page_of(seg.cast(), p);
             ((*page).block_size as usize, (*page).keys)
         } else {
