@@ -482,6 +482,11 @@ fn introspect() -> PathBuf {
 fn preload_introspection() {
     let mut cmd = preloaded_defaults(Command::new(introspect()));
     cmd.arg("all");
+    if cfg!(feature = "hardened") {
+        // Each request carries 12 bytes of canary and size: a 1 KiB
+        // request takes the next class's block (1280 bytes).
+        cmd.env("INTROSPECT_BLOCK", "1280");
+    }
     let out = run(&mut cmd);
     let err = String::from_utf8_lossy(&out.stderr);
     check_status(&cmd, &out);

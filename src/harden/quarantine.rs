@@ -10,7 +10,7 @@
 //! owned by the heap's thread; [`flush`] empties it (trim).
 
 use crate::heap::Heap;
-use crate::segment::{owner_of, segment_of, Segment};
+use crate::segment::{owner_of, segment_of};
 use core::ptr;
 
 /// Blocks in the ring.
@@ -96,7 +96,9 @@ pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     // SAFETY: per contract.
     unsafe {
         if owner == h {
-            Heap::free_local(h, Segment::slice_entry(seg.cast(), p), p);
+            // Any page of ours, full or spanning several slices: not the
+            // fast path's `free_local`, which wants a queued page's head.
+            Heap::free_local_flagged(h, p);
         } else {
             Heap::free_remote(h, owner, p);
         }
