@@ -19,7 +19,9 @@
 
 use crate::api::{self, Instance};
 use crate::check;
+use crate::fatal::fatal;
 use crate::harden;
+use crate::keys;
 use crate::size_class::MIN_ALIGN;
 use crate::sys::PAGE_SIZE;
 use core::ptr;
@@ -252,7 +254,7 @@ pub unsafe fn free_aligned_sized<I: Instance, E: ErrnoSink>(p: *mut u8, align: u
 #[cold]
 fn check_aligned(p: *mut u8, align: usize) {
     if !align.is_power_of_two() || !(p as usize).is_multiple_of(align) {
-        check::fatal(
+        fatal(
             "aligned free: the pointer does not have the alignment given",
             p,
         );
@@ -265,7 +267,7 @@ fn check_aligned(p: *mut u8, align: usize) {
 /// `p` is a live block of `I` (which the checks verify first).
 #[inline(never)]
 unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
-    if !harden::ENABLED {
+    if !keys::ENABLED {
         // Size-class bounds only.
         check::validate::<I>(p, Some((size.max(1), align.max(MIN_ALIGN))));
         return;
@@ -278,6 +280,6 @@ unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
         unsafe { api::usable_size(p) }
     };
     if n != size && !(size == 0 && n == 1) {
-        check::fatal("sized free: the size does not match the allocation", p);
+        fatal("sized free: the size does not match the allocation", p);
     }
 }

@@ -23,30 +23,6 @@
 //! Without either feature every function here is empty and inlined away.
 
 use crate::api::Instance;
-use crate::sys;
-
-/// Reports misuse: writes `emma: <what> (pointer 0x…)` to stderr and aborts.
-#[cold]
-pub fn fatal(what: &str, p: *const u8) -> ! {
-    let mut hex = [0u8; 18];
-    hex[0] = b'0';
-    hex[1] = b'x';
-    let v = p as usize;
-    for (i, d) in hex[2..].iter_mut().enumerate() {
-        let nib = (v >> (60 - 4 * i)) & 0xf;
-        *d = b"0123456789abcdef"[nib];
-    }
-    for part in [
-        b"emma: ".as_slice(),
-        what.as_bytes(),
-        b" (pointer ",
-        &hex,
-        b")\n",
-    ] {
-        let _ = sys::write_all(2, part);
-    }
-    sys::abort()
-}
 
 /// Whether the pointer checks are compiled in.
 pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "hardened"));
@@ -54,10 +30,12 @@ pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "harde
 #[cfg(any(feature = "boundary-checks", feature = "hardened"))]
 mod enabled {
     use super::*;
+    use crate::fatal::fatal;
     use crate::huge::HugeHeader;
     use crate::segmap::Chunk;
     use crate::segment::{segment_of, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
     use crate::size_class::{class_of_aligned, MAX_CLASS_SIZE};
+    use crate::sys;
     use core::sync::atomic::{AtomicU64, Ordering};
 
     /// Whether the layout checks are on.

@@ -228,7 +228,7 @@ unsafe fn free_list_len(page: *const Page, start: usize, capacity: u32) -> u32 {
         let mut b = racy(ptr::addr_of!((*page).free)) as usize;
         let mut n = 0;
         while b != 0 && n < capacity {
-            if b < start || b >= end || size == 0 || (b - start) % size != 0 {
+            if b < start || b >= end || size == 0 || !(b - start).is_multiple_of(size) {
                 break;
             }
             n += 1;

@@ -12,12 +12,12 @@
 //! forgets those structures (leaking their memory in the child) rather than
 //! trust them.
 
-use crate::harden::{self, Keys};
 use crate::huge::HugeCache;
-use crate::os::{self, Purge};
+use crate::keys::{self, Keys};
+use crate::os::{self, Purge, Purged};
 use crate::purge::{self, Clock};
 use crate::segmap::SegMap;
-use crate::segment::{Purged, Segment, SEGMENT_SIZE, SLICE_SIZE};
+use crate::segment::{Segment, SEGMENT_SIZE, SLICE_SIZE};
 use crate::sync::{Lock, LockGuard};
 use crate::sys::{Errno, PAGE_SIZE};
 use core::cell::UnsafeCell;
@@ -379,7 +379,7 @@ impl SegmentStore {
         match self.map(SEGMENT_SIZE) {
             Some(base) => {
                 self.stats.segments.fetch_add(1, Ordering::Relaxed);
-                if harden::ENABLED {
+                if keys::ENABLED {
                     // The last page of the metadata slice guards it against
                     // underflows of the first page's blocks.
                     // SAFETY: that page is ours and holds nothing.

@@ -127,7 +127,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            harden::quarantine::flush(h);
+            super::quarantine::flush(h);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);
@@ -148,7 +148,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            harden::quarantine::flush(h);
+            super::quarantine::flush(h);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);

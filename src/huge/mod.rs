@@ -44,9 +44,9 @@
 
 mod cache;
 
-use crate::harden;
-use crate::os::{self, align_up};
-use crate::segment::{Kind, Purged, SegmentHeader, SEGMENT_SIZE};
+use crate::keys;
+use crate::os::{self, align_up, Purged};
+use crate::segment::{Kind, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
 use crate::sys::{self, PAGE_SIZE};
 pub use cache::HugeCache;
@@ -93,7 +93,7 @@ pub struct HugeHeader {
 }
 
 /// Pages before the block: the header, and with `hardened` a guard page.
-const LEAD_PAGES: usize = if harden::ENABLED { 2 } else { 1 };
+const LEAD_PAGES: usize = if keys::ENABLED { 2 } else { 1 };
 
 /// Huge mapping lengths are whole segments (4 MiB): the segment map records
 /// ownership per 4 MiB chunk, so a mapping that ended mid-chunk would make
@@ -110,7 +110,7 @@ fn block_offset(align: usize) -> usize {
 
 /// With `hardened`, makes the page after a fresh mapping's header a guard.
 fn guard(base: NonNull<u8>) {
-    if harden::ENABLED {
+    if keys::ENABLED {
         // SAFETY: the page after the header precedes the block and is ours.
         let _ = unsafe { os::protect_none(base.as_ptr().add(PAGE_SIZE)) };
     }
@@ -137,7 +137,7 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
             header: SegmentHeader {
                 kind: Kind::Huge as u32,
                 instance,
-                owner: AtomicPtr::new(crate::heap::HUGE_OWNER.get()),
+                owner: AtomicPtr::new(crate::segment::slow_tag()),
             },
             map_len,
             block,
@@ -192,7 +192,7 @@ fn alloc_cached(
     align: usize,
     instance: usize,
 ) -> Option<*mut u8> {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return None;
     }
     let g = store.lock();
@@ -313,8 +313,8 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
 pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
     let (base, len, align) = unsafe {
-        if !(*h).live.swap(false, Ordering::Relaxed) && harden::ENABLED {
-            harden::corrupted("double free of a huge block", (*h).block);
+        if !(*h).live.swap(false, Ordering::Relaxed) && keys::ENABLED {
+            keys::corrupted("double free of a huge block", (*h).block);
         }
         (h as usize, (*h).map_len, (*h).align)
     };
@@ -331,7 +331,7 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         // kernel (`owns` stops claiming them at once), and an over-aligned
         // mapping would rarely fit another request.
         release(store, span);
-    } else if harden::ENABLED {
+    } else if keys::ENABLED {
         quarantine(store, span);
         return;
     } else {
@@ -368,7 +368,7 @@ fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
 /// and unmaps spans cold for much longer or over the cache's bound.
 /// `now` is a recent reading of the monotonic clock.
 pub fn maintain(store: &SegmentStore, now: u64) {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return;
     }
     let delay = store.purge_delay_ns();
@@ -511,7 +511,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     }
     // With `hardened` the guard page splits the mapping, which `mremap`
     // cannot move: the caller copies, and the old copy is quarantined.
-    if harden::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
+    if keys::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
         return ptr::null_mut();
     }
     // Under the lock: the old header vanishes with the move.

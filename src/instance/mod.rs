@@ -10,12 +10,12 @@
 //! # Which heap does a thread use?
 //! - With `tls`: the heap pointer in the instance's `#[thread_local]` slot.
 //! - Without: the thread pointer hashed into the instance's [`TpTable`];
-//!   the entry is used only if the heap's `owner_tp` equals the caller's
+//!   the entry is used only if the heap's `owner.tp` equals the caller's
 //!   thread pointer.
 //!
 //! A thread without a heap *claims* one in [`InstanceState::acquire_heap`],
 //! in this order:
-//! 1. a heap whose `owner_tp` is the caller's thread pointer: its owner has
+//! 1. a heap whose `owner.tp` is the caller's thread pointer: its owner has
 //!    exited (two live threads never share a thread pointer) and the thread
 //!    library reused its stack for the caller;
 //! 2. a heap nobody owns (never claimed, collected, or released by
@@ -41,8 +41,8 @@
 //! rule 1 only (thread ids are from another process). The forking thread
 //! keeps its heap: with `tls` through its slot, without through rule 1.
 
-use crate::harden::Keys;
 use crate::heap::Heap;
+use crate::keys::Keys;
 use crate::segmap::Chunk;
 use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;

@@ -9,12 +9,12 @@
 //! (the bit is cleared when the block enters the quarantine). The ring is
 //! owned by the heap's thread; [`flush`] empties it (trim).
 
-use crate::heap::Heap;
+use super::Heap;
 use crate::segment::{owner_of, segment_of, Segment};
 use core::ptr;
 
 /// Blocks in the ring.
-const SLOTS: usize = if super::ENABLED { 32 } else { 0 };
+const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
 /// Larger blocks skip the quarantine (32 of them would hold too much).
 pub const BLOCK_MAX: usize = 16 << 10;
 
@@ -95,10 +95,10 @@ pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     let owner = owner_of(seg);
     // SAFETY: per contract.
     unsafe {
-        if owner == h {
+        if owner == Heap::as_owner(h) {
             Heap::free_local(h, Segment::slice_entry(seg.cast(), p), p);
         } else {
-            Heap::free_remote(h, owner, p);
+            Heap::free_remote(h, Heap::of(owner), p);
         }
     }
 }
