@@ -10,7 +10,7 @@
 //!   2^64). A free whose block already holds a plausible link walks the
 //!   page's lists to confirm, and aborts on a real double free.
 //! - **Junk-filled freed blocks.** Freeing (and carving) fills a block's
-//!   first [`JUNK_SPAN`] bytes (all of a block up to 1 KiB) with [`JUNK`];
+//!   first [`JUNK_SPAN`](crate::keys::JUNK_SPAN) bytes (all of a block up to 1 KiB) with [`JUNK`](crate::keys::JUNK);
 //!   allocating it again checks every one of them past the link word, so a
 //!   write anywhere into a freed small block is reported at its next reuse,
 //!   and a new small block never shows an earlier block's data.

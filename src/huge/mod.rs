@@ -42,15 +42,11 @@
 //! Growing a huge block moves its pages with `mremap` instead of copying
 //! them.
 
-mod cache;
-
 use crate::keys;
 use crate::os::{self, align_up, Purged};
 use crate::segment::{Kind, SegmentHeader, SEGMENT_SIZE};
-use crate::store::SegmentStore;
+use crate::store::{SegmentStore, Span};
 use crate::sys::{self, PAGE_SIZE};
-pub use cache::HugeCache;
-use cache::Span;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -168,7 +164,7 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         return (ptr::null_mut(), false);
     }
     let mut base = store.map(need);
-    if base.is_none() && drain_cache(store) {
+    if base.is_none() && store.drain_spans() {
         // The kernel refused: cached spans hold address space, retry.
         base = store.map(need);
     }
@@ -330,7 +326,7 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         // Never kept, not even in quarantine: its addresses go back to the
         // kernel (`owns` stops claiming them at once), and an over-aligned
         // mapping would rarely fit another request.
-        release(store, span);
+        store.release_span(span);
     } else if keys::ENABLED {
         quarantine(store, span);
         return;
@@ -360,7 +356,7 @@ fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
         evicted
     };
     if let Some(v) = evicted {
-        release(store, v);
+        store.release_span(v);
     }
 }
 
@@ -390,7 +386,7 @@ pub fn maintain(store: &SegmentStore, now: u64) {
             }
         };
         match (victim, to_purge) {
-            (Some(v), _) => release(store, v),
+            (Some(v), _) => store.release_span(v),
             (None, Some(p)) => purge(store, p),
             (None, None) => return,
         }
@@ -422,13 +418,6 @@ fn purge(store: &SegmentStore, mut s: Span) {
     cache_span(store, s, true);
 }
 
-/// Unmaps a span that is out of the cache, with its accounting.
-fn release(store: &SegmentStore, s: Span) {
-    store.decommit(s.committed);
-    // SAFETY: the span is free, ours, and out of every list.
-    unsafe { store.unmap(NonNull::new_unchecked(s.base as *mut u8), s.len) };
-}
-
 /// `hardened`: empties a freed span and makes all of it but the header
 /// page inaccessible, then keeps it (still recorded, so a stale free is
 /// recognised) until newer ones push it out. Unmaps it at once if the
@@ -450,7 +439,7 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
     }
     // SAFETY: as above; nothing may use the body from now on.
     if unsafe { sys::mprotect_none(addr, body) }.is_err() {
-        release(store, s);
+        store.release_span(s);
         return;
     }
     s.purged = true;
@@ -463,7 +452,7 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
             unsafe { (*store.huge.get()).pop_victim(QUARANTINE_BYTES_MAX, 0) }
         };
         match v {
-            Some(v) => release(store, v),
+            Some(v) => store.release_span(v),
             None => return,
         }
     }
@@ -544,22 +533,5 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
             store.decommit(need - map_len);
             ptr::null_mut()
         }
-    }
-}
-
-/// Unmaps every cached (or quarantined) span; says whether there was any.
-pub fn drain_cache(store: &SegmentStore) -> bool {
-    let mut any = false;
-    loop {
-        let s = {
-            let _g = store.lock();
-            // SAFETY: lock held.
-            unsafe { (*store.huge.get()).pop_any() }
-        };
-        let Some(s) = s else {
-            return any;
-        };
-        any = true;
-        release(store, s);
     }
 }
