@@ -50,7 +50,6 @@
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
 
-use crate::instance::InstanceState;
 use crate::keys::Keys;
 use crate::purge;
 use crate::segment::checks;
@@ -58,8 +57,9 @@ use crate::segment::{
     owner_of, page_slices, segment_of, slow_tag, Block, Owner, Page, Segment, SLICES, SLICE_SIZE,
 };
 use crate::size_class::{class_size, Class, CLASS_COUNT, MIN_ALIGN};
+use crate::store::SegmentStore;
 use core::cell::UnsafeCell;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 pub mod quarantine;
@@ -108,6 +108,25 @@ pub struct HeapStats {
     pub remote_frees: AtomicUsize,
 }
 
+/// What a heap needs from its instance, and all it may reach of it:
+/// the store it maps through, segments (the instance first runs its
+/// one-time setup and fork repair), and the instance's share of a slow
+/// path's periodic upkeep. The instance implements it; a heap holds it as
+/// a trait object, called on slow paths only.
+pub trait Source: Sync {
+    /// The store that maps the instance's memory.
+    fn store(&self) -> &SegmentStore;
+    /// A segment for a new page (null if out of memory).
+    fn alloc_segment(&self) -> *mut Segment;
+    /// Takes back an empty segment.
+    ///
+    /// # Safety
+    /// As for [`SegmentStore::release_segment`].
+    unsafe fn release_segment(&self, seg: *mut Segment);
+    /// The instance's part of a slow path's tick (see [`crate::purge`]).
+    fn tick(&self, now: u64);
+}
+
 /// One thread's allocation state. See the module docs.
 #[repr(C)]
 pub struct Heap {
@@ -134,8 +153,9 @@ pub struct Heap {
     /// through `fork` with `busy != 0` may be half-updated and is never
     /// reused.
     pub busy: AtomicU32,
-    /// The instance that supplies the heap's segments.
-    instance: *const InstanceState,
+    /// The instance that supplies the heap's segments (none for the
+    /// empty heap, which never reaches a path that asks).
+    source: Option<NonNull<dyn Source>>,
     /// Keys encoding the links of `remote` (`hardened`).
     pub keys: Keys,
     queues: [Queue; CLASS_COUNT],
@@ -186,7 +206,7 @@ static EMPTY_PAGE: Frozen<Page> = Frozen(UnsafeCell::new(Page::empty()));
 
 /// The heap a thread starts with: every class points at `EMPTY_PAGE`, so
 /// the first allocation falls into the slow path, which claims a real heap.
-pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
+pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(None)));
 
 /// Address of [`EMPTY_HEAP`].
 #[inline(always)]
@@ -195,8 +215,8 @@ pub const fn empty_heap() -> *mut Heap {
 }
 
 impl Heap {
-    /// A heap with no pages, drawing segments from `instance`.
-    pub const fn new(instance: *const InstanceState) -> Heap {
+    /// A heap with no pages, drawing segments from `source`.
+    pub const fn new(source: Option<NonNull<dyn Source>>) -> Heap {
         Heap {
             owner: Owner {
                 tp: AtomicUsize::new(0),
@@ -208,7 +228,7 @@ impl Heap {
             owner_ctid: AtomicUsize::new(0),
             epoch: AtomicU32::new(0),
             busy: AtomicU32::new(0),
-            instance,
+            source,
             keys: Keys { k: 0 },
             queues: [Queue {
                 first: ptr::null_mut(),
@@ -304,9 +324,11 @@ impl Heap {
         h.cast()
     }
 
-    fn inst(&self) -> &InstanceState {
-        // SAFETY: real heaps point at their instance's static state.
-        unsafe { &*self.instance }
+    fn source(&self) -> &dyn Source {
+        // SAFETY: real heaps point at their instance's static state; the
+        // empty heap never gets here (its pages have no blocks to free and
+        // every allocation from it claims a real heap first).
+        unsafe { self.source.unwrap_unchecked().as_ref() }
     }
 
     /// Marks the start (`+1`) and end (`-1`) of a slow path, for fork
@@ -379,7 +401,7 @@ impl Heap {
             let head = match head {
                 Some(i) => i,
                 None => {
-                    seg = (*h).inst().alloc_segment();
+                    seg = (*h).source().alloc_segment();
                     if seg.is_null() {
                         return ptr::null_mut();
                     }
@@ -395,7 +417,7 @@ impl Heap {
                 }
             };
             let fresh = (*seg).clean_slices(head, n) * SLICE_SIZE;
-            if (*h).inst().store.commit(fresh).is_err() {
+            if (*h).source().store().commit(fresh).is_err() {
                 return ptr::null_mut();
             }
             let page = Segment::setup_page(seg, head, n, c);
@@ -522,9 +544,9 @@ impl Heap {
             let seg = Page::segment(page);
             if Segment::release_page(page) && !((*h).segments == seg && (*seg).next.is_null()) {
                 Heap::unlink_segment(h, seg);
-                (*h).inst().release_segment(seg);
+                (*h).source().release_segment(seg);
             } else if (*h).purge_at == 0 {
-                let store = &(*h).inst().store;
+                let store = (*h).source().store();
                 (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
         }
@@ -588,7 +610,7 @@ impl Heap {
     pub unsafe fn reset(h: *mut Heap) {
         // SAFETY: per contract.
         unsafe {
-            let fresh = Heap::new((*h).instance);
+            let fresh = Heap::new((*h).source);
             (*h).direct = fresh.direct;
             (*h).pages = fresh.pages;
             (*h).queues = fresh.queues;

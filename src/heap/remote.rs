@@ -290,8 +290,11 @@ impl Heap {
             });
             checks::check_remote_free(p, (*owner).keys, |link| {
                 // SAFETY: the instance's map answers without touching `link`.
-                let inst = &*(*owner).instance;
-                inst.store.segmap.get(segment_of(link as *mut u8) as usize)
+                (*owner)
+                    .source()
+                    .store()
+                    .segmap
+                    .get(segment_of(link as *mut u8) as usize)
                     == crate::segmap::Chunk::Header
                     && owner_of(segment_of(link as *mut u8)) == Heap::as_owner(owner)
             });

@@ -41,9 +41,9 @@
 //! free the dead thread's stack (see the README's limits).
 
 use super::{InstanceState, ARENA_CHUNK};
-use crate::heap::Heap;
+use crate::heap::{Heap, Source};
 use crate::{purge, sys, thread};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, Ordering};
 
 /// The sweep runs at most every [`purge::COLLECT_INTERVAL_NS`] times
@@ -154,7 +154,7 @@ impl InstanceState {
         };
         // SAFETY: `mem` is fresh arena memory of the right size and alignment.
         unsafe {
-            mem.write(Heap::new(self));
+            mem.write(Heap::new(Some(NonNull::from(self as &dyn Source))));
             (*mem).keys = self.keys().tweak(mem as usize);
             (*mem).owner_tid.store(tid, Ordering::Relaxed);
             let mut head = self.heaps.load(Ordering::Relaxed);
@@ -235,7 +235,7 @@ impl InstanceState {
     /// The instance's part of a slow path's tick (see [`crate::purge`]):
     /// purges the store's idle cached segments, and now and then collects
     /// the heaps of exited threads.
-    pub(crate) fn tick(&self, now: u64) {
+    pub(crate) fn tick_instance(&self, now: u64) {
         self.store.tick(now);
         let next = self.next_collect.load(Ordering::Relaxed);
         let every =

@@ -41,7 +41,7 @@
 //! rule 1 only (thread ids are from another process). The forking thread
 //! keeps its heap: with `tls` through its slot, without through rule 1.
 
-use crate::heap::Heap;
+use crate::heap::{Heap, Source};
 use crate::keys::Keys;
 use crate::segmap::Chunk;
 use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
@@ -182,33 +182,6 @@ impl InstanceState {
         self.epoch.load(Ordering::Acquire)
     }
 
-    // ---- segments, for heaps ---------------------------------------
-
-    /// A segment for a heap's new page (null if out of memory).
-    pub(crate) fn alloc_segment(&self) -> *mut Segment {
-        self.enter();
-        self.store.alloc_segment(self.id(), self.keys())
-    }
-
-    /// Takes back a heap's empty segment.
-    ///
-    /// # Safety
-    /// As for [`SegmentStore::release_segment`].
-    pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
-        self.enter();
-        // SAFETY: forwarded contract.
-        unsafe { self.store.release_segment(seg) }
-    }
-
-    /// Purges the free slices among `only` of a heap's segment.
-    ///
-    /// # Safety
-    /// As for [`SegmentStore::purge_slices`].
-    pub(crate) unsafe fn purge_slices(&self, seg: *mut Segment, only: u64) {
-        // SAFETY: forwarded contract.
-        unsafe { self.store.purge_slices(seg, only) }
-    }
-
     // ---- heaps without `tls` ---------------------------------------
 
     /// Without `tls`: the calling thread's heap, or the empty heap (see
@@ -285,6 +258,28 @@ impl InstanceState {
                 None => return,
             }
         }
+    }
+}
+
+/// What heaps reach of their instance.
+impl Source for InstanceState {
+    fn store(&self) -> &SegmentStore {
+        &self.store
+    }
+
+    fn alloc_segment(&self) -> *mut Segment {
+        self.enter();
+        self.store.alloc_segment(self.id(), self.keys())
+    }
+
+    unsafe fn release_segment(&self, seg: *mut Segment) {
+        self.enter();
+        // SAFETY: forwarded contract.
+        unsafe { self.store.release_segment(seg) }
+    }
+
+    fn tick(&self, now: u64) {
+        self.tick_instance(now);
     }
 }
 
