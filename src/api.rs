@@ -318,7 +318,7 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
-    if check::on_dealloc::<I>(p, Some((size, align))) {
+    if check::on_dealloc(I::state(), p, Some((size, align))) {
         return;
     }
     // SAFETY: forwarded contract.
@@ -331,7 +331,7 @@ pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn free<I: Instance>(p: *mut u8) {
-    if check::on_dealloc::<I>(p, None) {
+    if check::on_dealloc(I::state(), p, None) {
         return;
     }
     // SAFETY: forwarded contract.
@@ -499,7 +499,7 @@ pub unsafe fn realloc<I: Instance>(
     layout: Option<(usize, usize)>,
     new_size: usize,
 ) -> *mut u8 {
-    let zero = check::validate::<I>(p, layout);
+    let zero = check::validate(I::state(), p, layout);
     let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
     if zero {
         harden::zero::check(p, false);

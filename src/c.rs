@@ -198,7 +198,7 @@ pub fn pvalloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
 pub unsafe fn malloc_usable_size<I: Instance>(p: *mut u8) -> usize {
     if p.is_null() {
         0
-    } else if check::validate::<I>(p, None) {
+    } else if check::validate(I::state(), p, None) {
         harden::zero::check(p, false);
         0
     } else {
@@ -269,10 +269,10 @@ fn check_aligned(p: *mut u8, align: usize) {
 unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
     if !keys::ENABLED {
         // Size-class bounds only.
-        check::validate::<I>(p, Some((size.max(1), align.max(MIN_ALIGN))));
+        check::validate(I::state(), p, Some((size.max(1), align.max(MIN_ALIGN))));
         return;
     }
-    let n = if check::validate::<I>(p, None) {
+    let n = if check::validate(I::state(), p, None) {
         harden::zero::check(p, false);
         0
     } else {

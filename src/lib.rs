@@ -536,7 +536,7 @@ pub mod __private {
     pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
     #[cfg(all(feature = "tls", miri))]
-    pub use crate::thread::{miri_slot_load, miri_slot_store};
+    pub use crate::instance::{miri_slot_load, miri_slot_store};
     #[cfg(feature = "allocator-api2")]
     pub use ::allocator_api2;
     pub use paste::paste;

@@ -288,3 +288,18 @@ impl Default for InstanceState {
         Self::new()
     }
 }
+
+/// Under Miri: the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_load(state: &InstanceState) -> *mut Heap {
+    match crate::sys::tls_get(state as *const InstanceState as usize) {
+        0 => crate::heap::empty_heap(),
+        h => h as *mut Heap,
+    }
+}
+
+/// Under Miri: sets the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_store(state: &InstanceState, h: *mut Heap) {
+    crate::sys::tls_set(state as *const InstanceState as usize, h as usize)
+}
