@@ -144,7 +144,7 @@ pub struct Heap {
     /// Kernel thread id of the owning thread (0: none).
     pub owner_tid: AtomicU32,
     /// The owning thread's `clear_child_tid` address (0: unknown), which
-    /// the kernel zeroes when the thread exits (see [`crate::instance`]).
+    /// the kernel zeroes when the thread exits (see the `instance` module).
     pub owner_ctid: AtomicUsize,
     /// The instance's fork epoch when the owner last claimed or refreshed
     /// the heap; a heap from an older epoch was inherited through `fork`.

@@ -18,7 +18,7 @@ const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
 /// Larger blocks skip the quarantine (32 of them would hold too much).
 pub const BLOCK_MAX: usize = 16 << 10;
 
-/// A heap's quarantine, and its zero-size region (see [`super::zero`]).
+/// A heap's quarantine, and its zero-size region (see [`crate::harden::zero`]).
 pub struct Quarantine {
     slots: [*mut u8; SLOTS],
     next: usize,

@@ -17,7 +17,7 @@
 //! 4 MiB chunk, never extends past the mapping.
 //!
 //! Freed mappings up to [`CACHE_BLOCK_MAX`] go to the span cache
-//! ([`cache`]): programs that allocate and free blocks of a few MiB in a
+//! ([`crate::store::HugeCache`]): programs that allocate and free blocks of a few MiB in a
 //! loop would otherwise pay a `mmap`, a page fault per 4 KiB and a
 //! `munmap` for every block. Cached spans are split to fit smaller
 //! requests and coalesced with their cached neighbours; they stay warm
