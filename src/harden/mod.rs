@@ -32,8 +32,12 @@
 //!   are inaccessible, so a block underflow faults before it reaches
 //!   metadata.
 //!
-//! Without the feature every function here is an identity or a no-op and
-//! inlines away.
+//! Each piece lives in the layer whose data it checks: the keys and the
+//! junk byte in [`crate::keys`], the free-list and double-free checks with
+//! the page ([`crate::segment::checks`]), the quarantine with the heap;
+//! this module keeps what wraps a whole block (the canary, the zero-size
+//! region), above the instance. Without the feature every function here is
+//! an identity or a no-op and inlines away.
 
 pub mod canary;
 pub mod zero;

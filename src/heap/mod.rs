@@ -57,7 +57,6 @@ use crate::segment::{
     owner_of, page_slices, segment_of, slow_tag, Block, Owner, Page, Segment, SLICES, SLICE_SIZE,
 };
 use crate::size_class::{class_size, Class, CLASS_COUNT, MIN_ALIGN};
-use crate::store::SegmentStore;
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -65,9 +64,11 @@ use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Orde
 pub mod quarantine;
 mod queue;
 mod remote;
+mod source;
 mod trim;
 
 pub use quarantine::Quarantine;
+pub use source::Source;
 
 use remote::{Pending, PENDING_SLOTS};
 
@@ -106,25 +107,6 @@ pub struct HeapStats {
     pub segments: AtomicUsize,
     /// Blocks received through `remote` and taken back.
     pub remote_frees: AtomicUsize,
-}
-
-/// What a heap needs from its instance, and all it may reach of it:
-/// the store it maps through, segments (the instance first runs its
-/// one-time setup and fork repair), and the instance's share of a slow
-/// path's periodic upkeep. The instance implements it; a heap holds it as
-/// a trait object, called on slow paths only.
-pub trait Source: Sync {
-    /// The store that maps the instance's memory.
-    fn store(&self) -> &SegmentStore;
-    /// A segment for a new page (null if out of memory).
-    fn alloc_segment(&self) -> *mut Segment;
-    /// Takes back an empty segment.
-    ///
-    /// # Safety
-    /// As for [`SegmentStore::release_segment`].
-    unsafe fn release_segment(&self, seg: *mut Segment);
-    /// The instance's part of a slow path's tick (see [`crate::purge`]).
-    fn tick(&self, now: u64);
 }
 
 /// One thread's allocation state. See the module docs.
@@ -312,7 +294,7 @@ impl Heap {
     }
 
     /// The heap whose [`Heap::owner`] `o` is (a segment's owner or a
-    /// page's tag that is not [`HUGE_OWNER`](crate::segment::HUGE_OWNER)).
+    /// page's tag that is not `slow_tag()`).
     #[inline(always)]
     pub fn of(o: *mut Owner) -> *mut Heap {
         o.cast()

@@ -26,12 +26,15 @@
 //! free is remote.
 
 pub mod checks;
+mod owner;
+
+pub use owner::{slow_tag, Owner};
 
 use crate::keys::{self, Keys};
 use crate::os::Purged;
 use crate::size_class::{class_size, Class};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// log2 of [`SEGMENT_SIZE`].
 pub const SEGMENT_SHIFT: u32 = 22;
@@ -60,26 +63,6 @@ pub enum Kind {
     Zero = 0x454d_5a31, // "EMZ1"
 }
 
-/// What the segment layer knows of the heap that owns a segment or a
-/// page: the start of it. A heap begins with an `Owner` (the heap type is
-/// `#[repr(C)]` with it first), so the pointers stored here are the heaps'
-/// own addresses, and the free fast path compares them with the calling
-/// thread's heap without knowing what a heap is.
-#[repr(C)]
-pub struct Owner {
-    /// Thread pointer of the owning thread (0: none).
-    pub tp: AtomicUsize,
-}
-
-/// The `owner` of every huge segment and the [`Page::tag`] of every page
-/// the free fast path must not handle inline: an owner no thread ever is
-/// (its `tp` is 0), so a free of a huge block always takes the non-local
-/// branch, where it is told apart from a remote free by this address (no
-/// `kind` test on the local free path). Never written.
-pub static HUGE_OWNER: Owner = Owner {
-    tp: AtomicUsize::new(0),
-};
-
 /// The common prefix of small and huge segments: what a free needs to
 /// decide where a block goes.
 #[repr(C)]
@@ -90,7 +73,7 @@ pub struct SegmentHeader {
     /// The owning instance's address: its identity (checked with
     /// `boundary-checks`).
     pub instance: usize,
-    /// The heap that owns this segment's pages ([`HUGE_OWNER`] for huge
+    /// The heap that owns this segment's pages ([`HUGE_OWNER`](owner::HUGE_OWNER) for huge
     /// segments, null for segments in the instance cache).
     pub owner: AtomicPtr<Owner>,
 }
@@ -168,7 +151,7 @@ pub struct Page {
     /// slice of its page" in one compare. Written by the owner, read by any
     /// thread. At the same offset as [`SegmentHeader::owner`], so the
     /// (never used) entry of slice 0 reads as the segment's owner: for a
-    /// huge segment, [`HUGE_OWNER`], which is nobody's heap.
+    /// huge segment, [`HUGE_OWNER`](owner::HUGE_OWNER), which is nobody's heap.
     pub tag: AtomicPtr<Owner>,
     /// Blocks not on `local_free` (see above).
     pub used: u32,
@@ -193,13 +176,6 @@ pub struct Page {
     pub next: *mut Page,
     /// See `next`.
     pub prev: *mut Page,
-}
-
-/// The [`Page::tag`] of every entry the free fast path must not handle
-/// inline: [`HUGE_OWNER`].
-#[inline(always)]
-pub const fn slow_tag() -> *mut Owner {
-    ptr::addr_of!(HUGE_OWNER).cast_mut()
 }
 
 impl Page {
@@ -602,7 +578,7 @@ impl Segment {
     /// Computed from the address bits alone (a shift and a mask), so it is
     /// also defined for a huge block: its entry lies in the huge header's
     /// first page and reads with a tag that is never a thread's heap
-    /// ([`HUGE_OWNER`] in entry 0, zero elsewhere, as nothing
+    /// ([`HUGE_OWNER`](owner::HUGE_OWNER) in entry 0, zero elsewhere, as nothing
     /// but the 64-byte header is ever written there). Used by the free fast
     /// path before it knows the segment's kind.
     ///
