@@ -6,11 +6,12 @@
 //! slow paths take `&'static InstanceState` and exist once.
 
 use crate::check;
-use crate::harden::{self, Keys};
-use crate::heap::{Heap, HUGE_OWNER, SMALL_SIZE_MAX};
+use crate::harden;
+use crate::heap::{quarantine, Heap, SMALL_SIZE_MAX};
 use crate::huge::{self, HugeHeader};
 use crate::instance::InstanceState;
-use crate::segment::{is_small, owner_of, segment_of, Segment, SLICE_SIZE};
+use crate::keys::{self, Keys};
+use crate::segment::{is_small, owner_of, segment_of, slow_tag, Owner, Segment, SLICE_SIZE};
 use crate::size_class::{class_of, class_of_aligned, MAX_CLASS_SIZE, MIN_ALIGN};
 use crate::thread;
 use core::ptr;
@@ -57,14 +58,13 @@ pub unsafe trait Instance: Copy + 'static {
 /// Whether `tag` (a page's [`Page::tag`](crate::segment::Page::tag) or a
 /// segment's owner) is the calling thread's heap.
 #[inline(always)]
-fn is_mine<I: Instance>(tag: *mut Heap) -> bool {
+fn is_mine<I: Instance>(tag: *mut Owner) -> bool {
     if I::USES_TLS {
-        tag == I::heap()
+        tag == Heap::as_owner(I::heap())
     } else {
         // SAFETY: a non-null tag is a heap of the instance or `HUGE_OWNER`,
         // which outlive their blocks (a huge block's entry may read zero).
-        !tag.is_null()
-            && unsafe { (*tag).owner_tp.load(Ordering::Relaxed) } == thread::thread_pointer()
+        !tag.is_null() && unsafe { (*tag).tp.load(Ordering::Relaxed) } == thread::thread_pointer()
     }
 }
 
@@ -86,7 +86,7 @@ pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
 fn own_heap(h: *mut Heap) -> bool {
     // SAFETY: a real heap of the instance, which outlives its blocks.
     !Heap::is_empty_heap(h)
-        && unsafe { (*h).owner_tp.load(Ordering::Relaxed) } == thread::thread_pointer()
+        && unsafe { (*h).owner.tp.load(Ordering::Relaxed) } == thread::thread_pointer()
 }
 
 /// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
@@ -123,7 +123,7 @@ fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8
         if zero && !clean {
             ptr::write_bytes(p, 0, size);
         } else if !zero && !clean && !is_small(segment_of(p)) {
-            ptr::write_bytes(p, harden::JUNK, size.min(harden::JUNK_SPAN));
+            ptr::write_bytes(p, keys::JUNK, size.min(keys::JUNK_SPAN));
         }
         harden::canary::seal(p, size, raw, keys);
     }
@@ -150,7 +150,7 @@ fn alloc_plain<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `hardened` every allocation goes to `alloc_not_fast` (canary, junk).
 #[inline(always)]
 pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return ptr::null_mut();
     }
     small_pop::<I>(size, align)
@@ -162,7 +162,7 @@ pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return alloc_hardened::<I>(size, align, false);
     }
     beyond_small::<I>(size, align)
@@ -224,7 +224,7 @@ fn heap_for_slow<I: Instance>() -> *mut Heap {
         // SAFETY: a real heap of this instance.
         let hr = unsafe { &*h };
         // With `tls` a slot can name a heap that teardown took away.
-        if hr.owner_tp.load(Ordering::Relaxed) == thread::thread_pointer() {
+        if hr.owner.tp.load(Ordering::Relaxed) == thread::thread_pointer() {
             if hr.epoch.load(Ordering::Relaxed) != st.epoch() {
                 // SAFETY: the heap is ours (our thread pointer owns it).
                 unsafe { st.refresh_heap(h) };
@@ -283,7 +283,7 @@ fn alloc_huge<I: Instance>(size: usize, align: usize) -> (*mut u8, bool) {
 /// again.
 #[inline]
 pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return alloc_hardened::<I>(size, align, true);
     }
     if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
@@ -318,7 +318,7 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
-    if check::on_dealloc::<I>(p, Some((size, align))) {
+    if check::on_dealloc(I::state(), p, Some((size, align))) {
         return;
     }
     // SAFETY: forwarded contract.
@@ -331,7 +331,7 @@ pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn free<I: Instance>(p: *mut u8) {
-    if check::on_dealloc::<I>(p, None) {
+    if check::on_dealloc(I::state(), p, None) {
         return;
     }
     // SAFETY: forwarded contract.
@@ -347,7 +347,7 @@ pub unsafe fn free<I: Instance>(p: *mut u8) {
 unsafe fn release<I: Instance>(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
-        if harden::ENABLED {
+        if keys::ENABLED {
             free_hardened::<I>(p)
         } else {
             free_unchecked::<I>(p)
@@ -369,14 +369,14 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
         if !is_small(segment_of(p)) {
             return free_unchecked::<I>(p);
         }
-        p.write_bytes(harden::JUNK, raw.min(harden::JUNK_SPAN));
+        p.write_bytes(keys::JUNK, raw.min(keys::JUNK_SPAN));
         let h = I::heap();
-        if raw > harden::quarantine::BLOCK_MAX || !own_heap(h) {
+        if raw > quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);
         }
-        let q = harden::quarantine::admit(h, p);
+        let q = quarantine::admit(h, p);
         if !q.is_null() {
-            harden::quarantine::release(h, q);
+            quarantine::release(h, q);
         }
     }
 }
@@ -398,14 +398,14 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
             // The same test as `is_mine`, with the heap from the slot
             // rather than from the tag (so the tag is compared in memory).
             let h = I::heap();
-            if (*entry).tag.load(Ordering::Relaxed) == h {
+            if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
                 return Heap::free_local(h, entry, p);
             }
             free_other::<I>(p);
         } else {
             let tag = (*entry).tag.load(Ordering::Relaxed);
             if is_mine::<I>(tag) {
-                Heap::free_local(tag, entry, p);
+                Heap::free_local(Heap::of(tag), entry, p);
             } else {
                 free_other::<I>(p);
             }
@@ -423,9 +423,9 @@ unsafe fn free_other<I: Instance>(p: *mut u8) {
     unsafe {
         let owner = owner_of(seg);
         if is_mine::<I>(owner) {
-            Heap::free_local_flagged(owner, p);
-        } else if owner != HUGE_OWNER.get() {
-            Heap::free_remote(I::heap(), owner, p);
+            Heap::free_local_flagged(Heap::of(owner), p);
+        } else if owner != slow_tag() {
+            Heap::free_remote(I::heap(), Heap::of(owner), p);
         } else {
             free_huge::<I>(seg.cast());
         }
@@ -453,7 +453,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     // SAFETY: per contract.
     unsafe {
         let (raw, keys) = block_meta(p);
-        if harden::ENABLED {
+        if keys::ENABLED {
             harden::canary::requested(p, raw, keys)
         } else {
             raw
@@ -472,7 +472,7 @@ unsafe fn block_meta(p: *mut u8) -> (usize, Keys) {
     // SAFETY: per contract.
     unsafe {
         if is_small(seg) {
-            if !harden::ENABLED {
+            if !keys::ENABLED {
                 // Every slice entry of a page carries its block size: no
                 // lookup of the page's first slice, and no keys to load.
                 let entry = Segment::slice_entry(seg, p);
@@ -505,7 +505,7 @@ pub unsafe fn realloc<I: Instance>(
     layout: Option<(usize, usize)>,
     new_size: usize,
 ) -> *mut u8 {
-    let zero = check::validate::<I>(p, layout);
+    let zero = check::validate(I::state(), p, layout);
     let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
     if zero {
         harden::zero::check(p, false);
@@ -557,7 +557,7 @@ pub unsafe fn realloc<I: Instance>(
 /// `p` is a live block with room for `n + SLACK` bytes.
 #[inline]
 unsafe fn resized(p: *mut u8, n: usize) -> *mut u8 {
-    if harden::ENABLED {
+    if keys::ENABLED {
         // SAFETY: per contract.
         unsafe {
             let (raw, keys) = block_meta(p);

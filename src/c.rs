@@ -19,7 +19,9 @@
 
 use crate::api::{self, Instance};
 use crate::check;
+use crate::fatal::fatal;
 use crate::harden;
+use crate::keys;
 use crate::size_class::MIN_ALIGN;
 use crate::sys::PAGE_SIZE;
 use core::ptr;
@@ -196,7 +198,7 @@ pub fn pvalloc<I: Instance, E: ErrnoSink>(size: usize) -> *mut u8 {
 pub unsafe fn malloc_usable_size<I: Instance>(p: *mut u8) -> usize {
     if p.is_null() {
         0
-    } else if check::validate::<I>(p, None) {
+    } else if check::validate(I::state(), p, None) {
         harden::zero::check(p, false);
         0
     } else {
@@ -252,7 +254,7 @@ pub unsafe fn free_aligned_sized<I: Instance, E: ErrnoSink>(p: *mut u8, align: u
 #[cold]
 fn check_aligned(p: *mut u8, align: usize) {
     if !align.is_power_of_two() || !(p as usize).is_multiple_of(align) {
-        check::fatal(
+        fatal(
             "aligned free: the pointer does not have the alignment given",
             p,
         );
@@ -265,12 +267,12 @@ fn check_aligned(p: *mut u8, align: usize) {
 /// `p` is a live block of `I` (which the checks verify first).
 #[inline(never)]
 unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
-    if !harden::ENABLED {
+    if !keys::ENABLED {
         // Size-class bounds only.
-        check::validate::<I>(p, Some((size.max(1), align.max(MIN_ALIGN))));
+        check::validate(I::state(), p, Some((size.max(1), align.max(MIN_ALIGN))));
         return;
     }
-    let n = if check::validate::<I>(p, None) {
+    let n = if check::validate(I::state(), p, None) {
         harden::zero::check(p, false);
         0
     } else {
@@ -278,6 +280,6 @@ unsafe fn check_size<I: Instance>(p: *mut u8, align: usize, size: usize) {
         unsafe { api::usable_size(p) }
     };
     if n != size && !(size == 0 && n == 1) {
-        check::fatal("sized free: the size does not match the allocation", p);
+        fatal("sized free: the size does not match the allocation", p);
     }
 }

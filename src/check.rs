@@ -22,31 +22,7 @@
 //!
 //! Without either feature every function here is empty and inlined away.
 
-use crate::api::Instance;
-use crate::sys;
-
-/// Reports misuse: writes `emma: <what> (pointer 0x…)` to stderr and aborts.
-#[cold]
-pub fn fatal(what: &str, p: *const u8) -> ! {
-    let mut hex = [0u8; 18];
-    hex[0] = b'0';
-    hex[1] = b'x';
-    let v = p as usize;
-    for (i, d) in hex[2..].iter_mut().enumerate() {
-        let nib = (v >> (60 - 4 * i)) & 0xf;
-        *d = b"0123456789abcdef"[nib];
-    }
-    for part in [
-        b"emma: ".as_slice(),
-        what.as_bytes(),
-        b" (pointer ",
-        &hex,
-        b")\n",
-    ] {
-        let _ = sys::write_all(2, part);
-    }
-    sys::abort()
-}
+use crate::instance::InstanceState;
 
 /// Whether the pointer checks are compiled in.
 pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "hardened"));
@@ -54,10 +30,12 @@ pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "harde
 #[cfg(any(feature = "boundary-checks", feature = "hardened"))]
 mod enabled {
     use super::*;
+    use crate::fatal::fatal;
     use crate::huge::HugeHeader;
     use crate::segmap::Chunk;
     use crate::segment::{segment_of, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
     use crate::size_class::{class_of_aligned, MAX_CLASS_SIZE};
+    use crate::sys;
     use core::sync::atomic::{AtomicU64, Ordering};
 
     /// Whether the layout checks are on.
@@ -102,17 +80,17 @@ mod enabled {
         }
     }
 
-    /// Checks that `p` is a live block of `I` allocated with `layout`.
+    /// Checks that `p` is a live block of instance `st` allocated with
+    /// `layout`.
     /// Returns true if it is a zero-size block (`hardened`) instead, whose
     /// liveness the caller checks with [`crate::harden::zero::check`].
-    pub fn validate<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) -> bool {
+    pub fn validate(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
         if p.is_null() {
             fatal("null pointer freed or reallocated", p);
         }
-        let st = I::state();
         let seg = segment_of(p);
         if st.store.segmap.get(seg as usize) != Chunk::Header {
-            foreign::<I>(p);
+            foreign(st, p);
         }
         // SAFETY: the segment map says a header of ours is mapped there.
         unsafe {
@@ -232,8 +210,8 @@ mod enabled {
     /// Validates then marks free. Returns true if `p` was a zero-size
     /// block, which is then already freed.
     #[inline]
-    pub fn on_dealloc<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) -> bool {
-        if validate::<I>(p, layout) {
+    pub fn on_dealloc(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
+        if validate(st, p, layout) {
             crate::harden::zero::check(p, true);
             return true;
         }
@@ -241,10 +219,10 @@ mod enabled {
         false
     }
 
-    /// `p` is not in any segment of `I`: tell another emma instance's block
+    /// `p` is not in any segment of `st`: tell another emma instance's block
     /// from anything else.
     #[cold]
-    fn foreign<I: Instance>(p: *mut u8) -> ! {
+    fn foreign(st: &InstanceState, p: *mut u8) -> ! {
         let seg = segment_of(p) as usize;
         let mut hdr = [0u8; core::mem::size_of::<SegmentHeader>()];
         if sys::read_own_memory(seg, &mut hdr).is_ok() {
@@ -255,7 +233,7 @@ mod enabled {
             let is_emma = [Kind::Small, Kind::Huge, Kind::Zero]
                 .iter()
                 .any(|&k| kind == k as u32);
-            if is_emma && inst != I::state().id() {
+            if is_emma && inst != st.id() {
                 fatal("wrong instance: block belongs to another emma instance", p);
             }
         }
@@ -277,8 +255,7 @@ mod enabled {
 
     /// Nothing to check without the checks (and no zero-size blocks).
     #[inline(always)]
-    #[allow(clippy::extra_unused_type_parameters)] // the same signature as with the checks
-    pub fn validate<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
+    pub fn validate(_st: &InstanceState, _p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
         false
     }
 
@@ -288,8 +265,7 @@ mod enabled {
 
     /// Nothing to check without the checks.
     #[inline(always)]
-    #[allow(clippy::extra_unused_type_parameters)] // the same signature as with the checks
-    pub fn on_dealloc<I: Instance>(_p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
+    pub fn on_dealloc(_st: &InstanceState, _p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
         false
     }
 }

@@ -88,11 +88,18 @@ assert_eq!(v.iter().sum::<i32>(), 6);
 )]
 //!
 //! ## Architecture, bottom up
-//! `sys` (raw syscalls) → `os` (aligned mappings, purging) → `sync` (futex
-//! lock, fork detection) → `size_class` → `segment` (segments, pages) and
-//! `segmap` → `store` and `huge` (an instance's supply of segments) → `heap`
-//! (per-thread pages and free lists) → `instance` (all state of one
-//! instance) → `api` (entry points generic over the instance) → the
+//! Each layer imports only from the layers below it (`tests/layers.rs`
+//! holds the order and enforces it; the README quotes it): `sys` (raw
+//! syscalls) → `fatal` (message and abort) and `thread` (thread pointer,
+//! TLS slot) → `os` (aligned mappings, purging) and `keys` (hardened
+//! free-list keys) → `sync` (futex lock, fork detection), `size_class` and
+//! `purge` (when to give memory back) → `segment` (segments, pages, the
+//! opaque owner a page points to) → `segmap` (the instance's address map)
+//! → `store` (an instance's supply of segments and huge spans) → `huge` →
+//! `heap` (per-thread pages and free lists, reaching the instance only
+//! through its `Source` trait) → `instance` (all state of one instance) →
+//! `harden` (canaries, zero-size blocks) → `check` and `stats` → `api`
+//! (entry points generic over the instance) → `c` and `allocator` → the
 //! [`emma_instance!`] macro.
 
 #![no_std]
@@ -111,10 +118,12 @@ pub mod allocator;
 mod api;
 pub mod c;
 mod check;
+mod fatal;
 mod harden;
 mod heap;
 mod huge;
 mod instance;
+mod keys;
 mod macros;
 mod os;
 mod purge;
@@ -534,7 +543,7 @@ pub mod __private {
     pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
     #[cfg(all(feature = "tls", miri))]
-    pub use crate::thread::{miri_slot_load, miri_slot_store};
+    pub use crate::instance::{miri_slot_load, miri_slot_store};
     #[cfg(feature = "allocator-api2")]
     pub use ::allocator_api2;
     pub use paste::paste;

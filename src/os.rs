@@ -5,7 +5,6 @@
 //! `mremap` makes the caller copy. All addresses and lengths handed out are
 //! multiples of [`PAGE_SIZE`].
 
-use crate::segment::Purged;
 use crate::sys::{self, Advice, Errno, PAGE_SIZE};
 use core::ptr::NonNull;
 
@@ -176,4 +175,15 @@ pub fn wipe_on_fork_page() -> Option<NonNull<u8>> {
         return None;
     }
     Some(page)
+}
+
+/// What purging a run of slices achieved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purged {
+    /// The pages read as zero now (`MADV_DONTNEED`).
+    Zeroed,
+    /// The kernel may take the pages (`MADV_FREE`); contents undefined.
+    Lazily,
+    /// Refused; nothing changed.
+    No,
 }

@@ -48,13 +48,6 @@
 //! Under Miri, which runs no assembly, the slot is emulated with std's
 //! thread-locals (see `sys_miri.rs`).
 
-#[cfg(all(miri, feature = "tls"))]
-use crate::{
-    heap::{empty_heap, Heap},
-    instance::InstanceState,
-    sys,
-};
-
 /// The calling thread's thread pointer (`fs:[0]`).
 ///
 /// A freestanding program must set up `fs` (as every libc does) before
@@ -79,21 +72,6 @@ pub fn thread_pointer() -> usize {
 #[cfg(miri)]
 pub fn thread_pointer() -> usize {
     crate::sys::thread_pointer()
-}
-
-/// Under Miri: the calling thread's heap in `state`'s emulated slot.
-#[cfg(all(miri, feature = "tls"))]
-pub fn miri_slot_load(state: &InstanceState) -> *mut Heap {
-    match sys::tls_get(state as *const InstanceState as usize) {
-        0 => empty_heap(),
-        h => h as *mut Heap,
-    }
-}
-
-/// Under Miri: sets the calling thread's heap in `state`'s emulated slot.
-#[cfg(all(miri, feature = "tls"))]
-pub fn miri_slot_store(state: &InstanceState, h: *mut Heap) {
-    sys::tls_set(state as *const InstanceState as usize, h as usize)
 }
 
 /// Defines the heap slot of the instance whose state is the static

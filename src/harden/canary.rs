@@ -12,10 +12,14 @@
 //! The trailer stores the slack, not the size, so it fits in 32 bits even
 //! for huge blocks (whose slack is less than a segment plus a few pages).
 
-use super::{corrupted, Keys, JUNK};
+use crate::keys::{corrupted, Keys, JUNK};
 
 /// Bytes added to every request: the canary and the trailer.
-pub const SLACK: usize = if super::ENABLED { CANARY + TRAILER } else { 0 };
+pub const SLACK: usize = if crate::keys::ENABLED {
+    CANARY + TRAILER
+} else {
+    0
+};
 /// Bytes of the trailer.
 const TRAILER: usize = 4;
 /// Canary bytes after the requested size (the rest of a longer slack is

@@ -10,10 +10,9 @@
 //! bit catches double frees. If the region cannot be made, or is full,
 //! `malloc(0)` falls back to an ordinary block.
 
-use super::Quarantine;
-use crate::heap::HUGE_OWNER;
+use crate::heap::Quarantine;
 use crate::instance::InstanceState;
-use crate::segment::{segment_of, Kind, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
+use crate::segment::{segment_of, slow_tag, Kind, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
@@ -76,7 +75,7 @@ fn map(st: &InstanceState) -> *mut u8 {
         b.cast::<SegmentHeader>().write(SegmentHeader {
             kind: Kind::Zero as u32,
             instance: st.id(),
-            owner: AtomicPtr::new(HUGE_OWNER.get()),
+            owner: AtomicPtr::new(slow_tag()),
         });
     }
     b
@@ -89,10 +88,10 @@ pub fn check(p: *mut u8, free: bool) {
     let base = segment_of(p) as usize;
     let off = (p as usize).wrapping_sub(base);
     if off < SLICE_SIZE {
-        super::corrupted("pointer into segment metadata: not a block", p);
+        crate::keys::corrupted("pointer into segment metadata: not a block", p);
     }
     if !off.is_multiple_of(SLOT) {
-        super::corrupted("misaligned pointer into the zero-size region", p);
+        crate::keys::corrupted("misaligned pointer into the zero-size region", p);
     }
     let slot = (off - SLICE_SIZE) / SLOT;
     let (w, m) = (word(base, slot / 64), 1u64 << (slot % 64));
@@ -102,7 +101,7 @@ pub fn check(p: *mut u8, free: bool) {
         w.load(Ordering::Relaxed)
     };
     if live & m == 0 {
-        super::corrupted(
+        crate::keys::corrupted(
             if free {
                 "double free of a zero-size block"
             } else {

@@ -50,20 +50,25 @@
 //!   the only page of its queue;
 //! - every segment on `segments` has `owner == self`.
 
-use crate::harden::{self, Keys};
-use crate::instance::InstanceState;
+use crate::keys::Keys;
 use crate::purge;
+use crate::segment::checks;
 use crate::segment::{
-    owner_of, page_slices, segment_of, slow_tag, Block, Page, Segment, SLICES, SLICE_SIZE,
+    owner_of, page_slices, segment_of, slow_tag, Block, Owner, Page, Segment, SLICES, SLICE_SIZE,
 };
 use crate::size_class::{class_size, Class, CLASS_COUNT, MIN_ALIGN};
 use core::cell::UnsafeCell;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+pub mod quarantine;
 mod queue;
 mod remote;
+mod source;
 mod trim;
+
+pub use quarantine::Quarantine;
+pub use source::Source;
 
 use remote::{Pending, PENDING_SLOTS};
 
@@ -107,6 +112,9 @@ pub struct HeapStats {
 /// One thread's allocation state. See the module docs.
 #[repr(C)]
 pub struct Heap {
+    /// What segments and pages know of their heap: they store the heap's
+    /// address as an owner pointer, which is this field's.
+    pub owner: Owner,
     /// The current page for each 16-byte granule of size up to
     /// [`SMALL_SIZE_MAX`]: the allocation fast path's table.
     direct: [*mut Page; DIRECT],
@@ -115,8 +123,6 @@ pub struct Heap {
     /// Chains of blocks freed by other threads (see `remote`), pushed with
     /// CAS, taken all at once.
     remote: AtomicPtr<Block>,
-    /// Thread pointer of the owning thread (0: none).
-    pub owner_tp: AtomicUsize,
     /// Kernel thread id of the owning thread (0: none).
     pub owner_tid: AtomicU32,
     /// The owning thread's `clear_child_tid` address (0: unknown), which
@@ -129,8 +135,9 @@ pub struct Heap {
     /// through `fork` with `busy != 0` may be half-updated and is never
     /// reused.
     pub busy: AtomicU32,
-    /// The instance that supplies the heap's segments.
-    instance: *const InstanceState,
+    /// The instance that supplies the heap's segments (none for the
+    /// empty heap, which never reaches a path that asks).
+    source: Option<NonNull<dyn Source>>,
     /// Keys encoding the links of `remote` (`hardened`).
     pub keys: Keys,
     queues: [Queue; CLASS_COUNT],
@@ -151,7 +158,7 @@ pub struct Heap {
     /// Messages in the batch.
     out_len: u32,
     /// Recently freed blocks and the zero-size region (`hardened`).
-    pub quarantine: harden::Quarantine,
+    pub quarantine: Quarantine,
     /// Time-stamp counter of the heap's last look at the clock
     /// ([`crate::purge::tick_due`]).
     tick_cycles: u64,
@@ -181,13 +188,7 @@ static EMPTY_PAGE: Frozen<Page> = Frozen(UnsafeCell::new(Page::empty()));
 
 /// The heap a thread starts with: every class points at `EMPTY_PAGE`, so
 /// the first allocation falls into the slow path, which claims a real heap.
-pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
-
-/// The `owner` of every huge segment: a heap no thread ever has, so a free
-/// of a huge block always takes the non-local branch, where it is told
-/// apart from a remote free by this address (no `kind` test on the local
-/// free path).
-pub static HUGE_OWNER: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(ptr::null())));
+pub static EMPTY_HEAP: Frozen<Heap> = Frozen(UnsafeCell::new(Heap::new(None)));
 
 /// Address of [`EMPTY_HEAP`].
 #[inline(always)]
@@ -196,18 +197,20 @@ pub const fn empty_heap() -> *mut Heap {
 }
 
 impl Heap {
-    /// A heap with no pages, drawing segments from `instance`.
-    pub const fn new(instance: *const InstanceState) -> Heap {
+    /// A heap with no pages, drawing segments from `source`.
+    pub const fn new(source: Option<NonNull<dyn Source>>) -> Heap {
         Heap {
+            owner: Owner {
+                tp: AtomicUsize::new(0),
+            },
             direct: [EMPTY_PAGE.get(); DIRECT],
             pages: [EMPTY_PAGE.get(); CLASS_COUNT],
             remote: AtomicPtr::new(ptr::null_mut()),
-            owner_tp: AtomicUsize::new(0),
             owner_tid: AtomicU32::new(0),
             owner_ctid: AtomicUsize::new(0),
             epoch: AtomicU32::new(0),
             busy: AtomicU32::new(0),
-            instance,
+            source,
             keys: Keys { k: 0 },
             queues: [Queue {
                 first: ptr::null_mut(),
@@ -221,7 +224,7 @@ impl Heap {
             out_first: ptr::null_mut(),
             out_last: ptr::null_mut(),
             out_len: 0,
-            quarantine: harden::Quarantine::new(),
+            quarantine: Quarantine::new(),
             tick_cycles: 0,
             purge_at: 0,
             stats: HeapStats {
@@ -277,9 +280,9 @@ impl Heap {
                 return core::ptr::null_mut();
             }
             let next = Block::next(b, (*page).keys);
-            harden::check_pop(page, b, next);
+            checks::check_pop(page, b, next);
             (*page).free = next;
-            harden::clear_link(b);
+            checks::clear_link(b);
             b.cast()
         }
     }
@@ -290,9 +293,24 @@ impl Heap {
         h == empty_heap()
     }
 
-    fn inst(&self) -> &InstanceState {
-        // SAFETY: real heaps point at their instance's static state.
-        unsafe { &*self.instance }
+    /// The heap whose [`Heap::owner`] `o` is (a segment's owner or a
+    /// page's tag that is not `slow_tag()`).
+    #[inline(always)]
+    pub fn of(o: *mut Owner) -> *mut Heap {
+        o.cast()
+    }
+
+    /// `h` as the owner pointer segments and pages store.
+    #[inline(always)]
+    pub fn as_owner(h: *mut Heap) -> *mut Owner {
+        h.cast()
+    }
+
+    fn source(&self) -> &dyn Source {
+        // SAFETY: real heaps point at their instance's static state; the
+        // empty heap never gets here (its pages have no blocks to free and
+        // every allocation from it claims a real heap first).
+        unsafe { self.source.unwrap_unchecked().as_ref() }
     }
 
     /// Marks the start (`+1`) and end (`-1`) of a slow path, for fork
@@ -365,11 +383,14 @@ impl Heap {
             let head = match head {
                 Some(i) => i,
                 None => {
-                    seg = (*h).inst().alloc_segment();
+                    seg = (*h).source().alloc_segment();
                     if seg.is_null() {
                         return ptr::null_mut();
                     }
-                    (*seg).header.owner.store(h, Ordering::Release);
+                    (*seg)
+                        .header
+                        .owner
+                        .store(Heap::as_owner(h), Ordering::Release);
                     Heap::link_segment(h, seg);
                     match (*seg).find_span(n) {
                         Some(i) => i,
@@ -378,7 +399,7 @@ impl Heap {
                 }
             };
             let fresh = (*seg).clean_slices(head, n) * SLICE_SIZE;
-            if (*h).inst().store.commit(fresh).is_err() {
+            if (*h).source().store().commit(fresh).is_err() {
                 return ptr::null_mut();
             }
             let page = Segment::setup_page(seg, head, n, c);
@@ -419,7 +440,7 @@ impl Heap {
     pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per contract.
         unsafe {
-            harden::check_local_free(page, p);
+            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;
@@ -458,7 +479,7 @@ impl Heap {
     unsafe fn free_local_any(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per the caller's contract.
         unsafe {
-            harden::check_local_free(page, p);
+            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;
@@ -505,9 +526,9 @@ impl Heap {
             let seg = Page::segment(page);
             if Segment::release_page(page) && !((*h).segments == seg && (*seg).next.is_null()) {
                 Heap::unlink_segment(h, seg);
-                (*h).inst().release_segment(seg);
+                (*h).source().release_segment(seg);
             } else if (*h).purge_at == 0 {
-                let store = &(*h).inst().store;
+                let store = (*h).source().store();
                 (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
         }
@@ -535,11 +556,13 @@ impl Heap {
                 let mut page = q.first;
                 while !page.is_null() {
                     let p = &*page;
-                    if p.class as usize != c || p.tag.load(Ordering::Relaxed) != h || p.prev != prev
+                    if p.class as usize != c
+                        || p.tag.load(Ordering::Relaxed) != Heap::as_owner(h)
+                        || p.prev != prev
                     {
                         return Err("queue links or class broken");
                     }
-                    if owner_of(Page::segment(page).cast()) != h {
+                    if owner_of(Page::segment(page).cast()) != Heap::as_owner(h) {
                         return Err("queued page in a segment of another heap");
                     }
                     p.check()?;
@@ -552,7 +575,7 @@ impl Heap {
             }
             let mut seg = (*h).segments;
             while !seg.is_null() {
-                if owner_of(seg.cast()) != h {
+                if owner_of(seg.cast()) != Heap::as_owner(h) {
                     return Err("heap lists a segment it does not own");
                 }
                 seg = (*seg).next;
@@ -569,7 +592,7 @@ impl Heap {
     pub unsafe fn reset(h: *mut Heap) {
         // SAFETY: per contract.
         unsafe {
-            let fresh = Heap::new((*h).instance);
+            let fresh = Heap::new((*h).source);
             (*h).direct = fresh.direct;
             (*h).pages = fresh.pages;
             (*h).queues = fresh.queues;

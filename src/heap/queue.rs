@@ -35,7 +35,7 @@ impl Heap {
             let first = (*h).queues[c].first;
             (*page).prev = ptr::null_mut();
             (*page).next = first;
-            (*page).set_tag(h);
+            (*page).set_tag(Heap::as_owner(h));
             if first.is_null() {
                 (*h).queues[c].last = page;
             } else {
@@ -56,7 +56,7 @@ impl Heap {
             let last = (*h).queues[c].last;
             (*page).next = ptr::null_mut();
             (*page).prev = last;
-            (*page).set_tag(h);
+            (*page).set_tag(Heap::as_owner(h));
             (*h).queues[c].last = page;
             if last.is_null() {
                 Heap::set_first(h, c, page);

@@ -100,7 +100,7 @@ impl Heap {
             let page = Segment::page_of(segment_of(p).cast(), p);
             let keys = (*page).keys;
             Heap::check_remote(owner, page, p);
-            harden::seal_freed(p, (*page).block_size as usize, keys);
+            checks::seal_freed(p, (*page).block_size as usize, keys);
             let b = p.cast::<Block>();
             // `me` is ours; the empty heap's slots are all empty, so it
             // never gets past the test and is never written (raw place
@@ -176,7 +176,7 @@ impl Heap {
             if s.count == 0 {
                 return;
             }
-            let owner = owner_of(segment_of(s.oldest.cast()));
+            let owner = Heap::of(owner_of(segment_of(s.oldest.cast())));
             Heap::post(h, owner, s.newest, s.oldest, s.count);
             *(*h).pending.get_unchecked_mut(i) = Pending::EMPTY;
             (*h).pending_mask &= !(1 << i);
@@ -273,7 +273,7 @@ impl Heap {
     /// `p` is claimed to be a live block of `page`, a page of `owner`.
     #[inline(always)]
     unsafe fn check_remote(owner: *mut Heap, page: *mut Page, p: *mut u8) {
-        if !harden::ENABLED {
+        if !crate::keys::ENABLED {
             return;
         }
         // SAFETY: per the caller's contract; `reserved`, `block_size` and
@@ -285,15 +285,18 @@ impl Heap {
                 (*page).block_size as usize,
                 (*page).reserved as usize,
             );
-            harden::check_remote_free(p, (*page).keys, |link| {
+            checks::check_remote_free(p, (*page).keys, |link| {
                 link.wrapping_sub(start) < n * bs && (link - start).is_multiple_of(bs)
             });
-            harden::check_remote_free(p, (*owner).keys, |link| {
+            checks::check_remote_free(p, (*owner).keys, |link| {
                 // SAFETY: the instance's map answers without touching `link`.
-                let inst = &*(*owner).instance;
-                inst.store.segmap.get(segment_of(link as *mut u8) as usize)
+                (*owner)
+                    .source()
+                    .store()
+                    .segmap
+                    .get(segment_of(link as *mut u8) as usize)
                     == crate::segmap::Chunk::Header
-                    && owner_of(segment_of(link as *mut u8)) == owner
+                    && owner_of(segment_of(link as *mut u8)) == Heap::as_owner(owner)
             });
         }
     }
@@ -324,7 +327,7 @@ impl Heap {
                 let page = Segment::page_of(seg.cast(), m.cast());
                 Block::set_next(m, (*page).local_free, (*page).keys);
                 // The packed word overwrote part of the canary.
-                harden::seal_freed(m.cast(), (*page).block_size as usize, (*page).keys);
+                checks::seal_freed(m.cast(), (*page).block_size as usize, (*page).keys);
                 (*page).local_free = newest;
                 (*page).used -= count;
                 if (*page).used == 0 || !(*page).in_queue() {

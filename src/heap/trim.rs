@@ -27,10 +27,10 @@ impl Heap {
     unsafe fn tick(h: *mut Heap) {
         // SAFETY: per contract of `maybe_tick`.
         unsafe {
-            let inst = (*h).inst();
-            let now = inst.store.clock.now();
+            let src = (*h).source();
+            let now = src.store().clock.now();
             Heap::purge_idle(h, now);
-            inst.tick(now);
+            src.tick(now);
         }
     }
 
@@ -61,14 +61,14 @@ impl Heap {
                 if idle.count_ones() <= warm {
                     warm -= idle.count_ones();
                 } else {
-                    (*h).inst().purge_slices(seg, idle);
+                    (*h).source().store().purge_slices(seg, idle);
                 }
                 (*seg).purge_mark = (*seg).purgeable();
                 pending |= (*seg).purge_mark != 0;
                 seg = (*seg).next;
             }
             (*h).purge_at = if pending {
-                purge::deadline(now, (*h).inst().store.purge_delay_ns())
+                purge::deadline(now, (*h).source().store().purge_delay_ns())
             } else {
                 0
             };
@@ -81,7 +81,7 @@ impl Heap {
         unsafe {
             let mut seg = (*h).segments;
             while !seg.is_null() {
-                (*h).inst().purge_slices(seg, u64::MAX);
+                (*h).source().store().purge_slices(seg, u64::MAX);
                 (*seg).purge_mark = 0;
                 seg = (*seg).next;
             }
@@ -111,7 +111,7 @@ impl Heap {
                 let next = (*seg).next;
                 if (*seg).pages_in_use == 0 {
                     Heap::unlink_segment(h, seg);
-                    (*h).inst().release_segment(seg);
+                    (*h).source().release_segment(seg);
                 }
                 seg = next;
             }
@@ -127,7 +127,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            harden::quarantine::flush(h);
+            super::quarantine::flush(h);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);
@@ -148,7 +148,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            harden::quarantine::flush(h);
+            super::quarantine::flush(h);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);
@@ -156,7 +156,7 @@ impl Heap {
                 (*h).purge_at = 0;
             } else {
                 if (*h).purge_at == 0 {
-                    let delay = (*h).inst().store.purge_delay_ns();
+                    let delay = (*h).source().store().purge_delay_ns();
                     (*h).purge_at = purge::deadline(now, delay);
                 }
                 Heap::purge_idle(h, now);

@@ -17,7 +17,7 @@
 //! 4 MiB chunk, never extends past the mapping.
 //!
 //! Freed mappings up to [`CACHE_BLOCK_MAX`] go to the span cache
-//! ([`cache`]): programs that allocate and free blocks of a few MiB in a
+//! ([`crate::store::HugeCache`]): programs that allocate and free blocks of a few MiB in a
 //! loop would otherwise pay a `mmap`, a page fault per 4 KiB and a
 //! `munmap` for every block. Cached spans are split to fit smaller
 //! requests and coalesced with their cached neighbours; they stay warm
@@ -42,15 +42,11 @@
 //! Growing a huge block moves its pages with `mremap` instead of copying
 //! them.
 
-mod cache;
-
-use crate::harden;
-use crate::os::{self, align_up};
-use crate::segment::{slow_tag, Kind, Purged, Segment, SegmentHeader, SEGMENT_SIZE};
-use crate::store::SegmentStore;
+use crate::keys;
+use crate::os::{self, align_up, Purged};
+use crate::segment::{slow_tag, Kind, Segment, SegmentHeader, SEGMENT_SIZE};
+use crate::store::{SegmentStore, Span};
 use crate::sys::{self, PAGE_SIZE};
-pub use cache::HugeCache;
-use cache::Span;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
@@ -93,7 +89,7 @@ pub struct HugeHeader {
 }
 
 /// Pages before the block: the header, and with `hardened` a guard page.
-const LEAD_PAGES: usize = if harden::ENABLED { 2 } else { 1 };
+const LEAD_PAGES: usize = if keys::ENABLED { 2 } else { 1 };
 
 /// Huge mapping lengths are whole segments (4 MiB): the segment map records
 /// ownership per 4 MiB chunk, so a mapping that ended mid-chunk would make
@@ -110,7 +106,7 @@ fn block_offset(align: usize) -> usize {
 
 /// With `hardened`, makes the page after a fresh mapping's header a guard.
 fn guard(base: NonNull<u8>) {
-    if harden::ENABLED {
+    if keys::ENABLED {
         // SAFETY: the page after the header precedes the block and is ours.
         let _ = unsafe { os::protect_none(base.as_ptr().add(PAGE_SIZE)) };
     }
@@ -137,7 +133,7 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
             header: SegmentHeader {
                 kind: Kind::Huge as u32,
                 instance,
-                owner: AtomicPtr::new(crate::heap::HUGE_OWNER.get()),
+                owner: AtomicPtr::new(crate::segment::slow_tag()),
             },
             map_len,
             block,
@@ -176,7 +172,7 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         return (ptr::null_mut(), false);
     }
     let mut base = store.map(need);
-    if base.is_none() && drain_cache(store) {
+    if base.is_none() && store.drain_spans() {
         // The kernel refused: cached spans hold address space, retry.
         base = store.map(need);
     }
@@ -200,7 +196,7 @@ fn alloc_cached(
     align: usize,
     instance: usize,
 ) -> Option<*mut u8> {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return None;
     }
     let g = store.lock();
@@ -321,8 +317,8 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
 pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
     let (base, len, align) = unsafe {
-        if !(*h).live.swap(false, Ordering::Relaxed) && harden::ENABLED {
-            harden::corrupted("double free of a huge block", (*h).block);
+        if !(*h).live.swap(false, Ordering::Relaxed) && keys::ENABLED {
+            keys::corrupted("double free of a huge block", (*h).block);
         }
         (h as usize, (*h).map_len, (*h).align)
     };
@@ -338,8 +334,8 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         // Never kept, not even in quarantine: its addresses go back to the
         // kernel (`owns` stops claiming them at once), and an over-aligned
         // mapping would rarely fit another request.
-        release(store, span);
-    } else if harden::ENABLED {
+        store.release_span(span);
+    } else if keys::ENABLED {
         quarantine(store, span);
         return;
     } else {
@@ -368,7 +364,7 @@ fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
         evicted
     };
     if let Some(v) = evicted {
-        release(store, v);
+        store.release_span(v);
     }
 }
 
@@ -376,7 +372,7 @@ fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
 /// and unmaps spans cold for much longer or over the cache's bound.
 /// `now` is a recent reading of the monotonic clock.
 pub fn maintain(store: &SegmentStore, now: u64) {
-    if harden::ENABLED {
+    if keys::ENABLED {
         return;
     }
     let delay = store.purge_delay_ns();
@@ -398,7 +394,7 @@ pub fn maintain(store: &SegmentStore, now: u64) {
             }
         };
         match (victim, to_purge) {
-            (Some(v), _) => release(store, v),
+            (Some(v), _) => store.release_span(v),
             (None, Some(p)) => purge(store, p),
             (None, None) => return,
         }
@@ -430,13 +426,6 @@ fn purge(store: &SegmentStore, mut s: Span) {
     cache_span(store, s, true);
 }
 
-/// Unmaps a span that is out of the cache, with its accounting.
-fn release(store: &SegmentStore, s: Span) {
-    store.decommit(s.committed);
-    // SAFETY: the span is free, ours, and out of every list.
-    unsafe { store.unmap(NonNull::new_unchecked(s.base as *mut u8), s.len) };
-}
-
 /// `hardened`: empties a freed span and makes all of it but the header
 /// page inaccessible, then keeps it (still recorded, so a stale free is
 /// recognised) until newer ones push it out. Unmaps it at once if the
@@ -458,7 +447,7 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
     }
     // SAFETY: as above; nothing may use the body from now on.
     if unsafe { sys::mprotect_none(addr, body) }.is_err() {
-        release(store, s);
+        store.release_span(s);
         return;
     }
     s.purged = true;
@@ -471,7 +460,7 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
             unsafe { (*store.huge.get()).pop_victim(QUARANTINE_BYTES_MAX, 0) }
         };
         match v {
-            Some(v) => release(store, v),
+            Some(v) => store.release_span(v),
             None => return,
         }
     }
@@ -519,7 +508,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     }
     // With `hardened` the guard page splits the mapping, which `mremap`
     // cannot move: the caller copies, and the old copy is quarantined.
-    if harden::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
+    if keys::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
         return ptr::null_mut();
     }
     // Under the lock: the old header vanishes with the move.
@@ -552,22 +541,5 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
             store.decommit(need - map_len);
             ptr::null_mut()
         }
-    }
-}
-
-/// Unmaps every cached (or quarantined) span; says whether there was any.
-pub fn drain_cache(store: &SegmentStore) -> bool {
-    let mut any = false;
-    loop {
-        let s = {
-            let _g = store.lock();
-            // SAFETY: lock held.
-            unsafe { (*store.huge.get()).pop_any() }
-        };
-        let Some(s) = s else {
-            return any;
-        };
-        any = true;
-        release(store, s);
     }
 }

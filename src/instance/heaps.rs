@@ -22,10 +22,10 @@
 //! *Gone* means, with `tls`: `tgkill(tid, 0)` answers ESRCH (a thread
 //! reaches its heap only through its own TLS slot, which died with it).
 //! Without `tls` a thread reaches a heap through the thread-pointer table
-//! whenever the heap's `owner_tp` is its thread pointer, with no claim: a
+//! whenever the heap's `owner.tp` is its thread pointer, with no claim: a
 //! new thread that inherited the dead thread's stack (and so its thread
 //! pointer) may be using the heap right now. The heap is therefore
-//! collected only if, after it was hidden from the fast path (`owner_tp`
+//! collected only if, after it was hidden from the fast path (`owner.tp`
 //! cleared) and a full fence, no live thread has that thread pointer:
 //! - the kernel's `clear_child_tid` word recorded at the claim, when it
 //!   lies in the thread's control block (the page at the thread pointer;
@@ -41,9 +41,9 @@
 //! free the dead thread's stack (see the README's limits).
 
 use super::{InstanceState, ARENA_CHUNK};
-use crate::heap::Heap;
+use crate::heap::{Heap, Source};
 use crate::{purge, sys, thread};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, Ordering};
 
 /// The sweep runs at most every [`purge::COLLECT_INTERVAL_NS`] times
@@ -71,14 +71,14 @@ impl InstanceState {
         let found = self.claim_where(tid, |h| {
             let stale = h.epoch.load(Ordering::Relaxed) != epoch;
             let owner = h.owner_tid.load(Ordering::Relaxed);
-            h.owner_tp.load(Ordering::Relaxed) == tp
+            h.owner.tp.load(Ordering::Relaxed) == tp
                 && !(stale && h.busy.load(Ordering::Relaxed) != 0)
                 && (owner == 0 || owner == tid || stale || !sys::thread_alive(owner))
         });
         // Rule 2: nobody's.
         let found = found.or_else(|| {
             self.claim_where(tid, |h| {
-                h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner_tp.load(Ordering::Relaxed) == 0
+                h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner.tp.load(Ordering::Relaxed) == 0
             })
         });
         // Rule 3: a dead owner's (with `tls` only).
@@ -103,7 +103,7 @@ impl InstanceState {
         };
         // SAFETY: as above; the heap is now ours.
         let hr = unsafe { &*h };
-        hr.owner_tp.store(tp, Ordering::Relaxed);
+        hr.owner.tp.store(tp, Ordering::Relaxed);
         hr.owner_ctid.store(sys::tid_address(), Ordering::Relaxed);
         hr.epoch.store(epoch, Ordering::Relaxed);
         hr.busy.store(0, Ordering::Relaxed);
@@ -154,7 +154,7 @@ impl InstanceState {
         };
         // SAFETY: `mem` is fresh arena memory of the right size and alignment.
         unsafe {
-            mem.write(Heap::new(self));
+            mem.write(Heap::new(Some(NonNull::from(self as &dyn Source))));
             (*mem).keys = self.keys().tweak(mem as usize);
             (*mem).owner_tid.store(tid, Ordering::Relaxed);
             let mut head = self.heaps.load(Ordering::Relaxed);
@@ -235,7 +235,7 @@ impl InstanceState {
     /// The instance's part of a slow path's tick (see [`crate::purge`]):
     /// purges the store's idle cached segments and large spans, and now and
     /// then collects the heaps of exited threads.
-    pub(crate) fn tick(&self, now: u64) {
+    pub(crate) fn tick_instance(&self, now: u64) {
         self.store.tick(now);
         // Without this a program that stops using large blocks would keep
         // its warm spans until its next large allocation or free.
@@ -276,7 +276,7 @@ impl InstanceState {
             // SAFETY: registry heaps live as long as the instance.
             let hr = unsafe { &*h };
             let owner = hr.owner_tid.load(Ordering::Relaxed);
-            let tp = hr.owner_tp.load(Ordering::Relaxed);
+            let tp = hr.owner.tp.load(Ordering::Relaxed);
             let candidate = hr.has_work()
                 && owner != me
                 && tp != my_tp
@@ -301,7 +301,7 @@ impl InstanceState {
         // SAFETY: registry heaps live as long as the instance.
         let hr = unsafe { &*h };
         if !tls && owner != 0 {
-            let tp = hr.owner_tp.load(Ordering::Relaxed);
+            let tp = hr.owner.tp.load(Ordering::Relaxed);
             let ctid = hr.owner_ctid.load(Ordering::Relaxed);
             if let Some(t) = occupant(tp, ctid) {
                 // A new thread inherited the heap with the stack: record
@@ -321,10 +321,10 @@ impl InstanceState {
             }
             // Hide the heap from the fast path, then look again: a thread
             // that found it before is alive and visible now.
-            hr.owner_tp.store(0, Ordering::Relaxed);
+            hr.owner.tp.store(0, Ordering::Relaxed);
             fence(Ordering::SeqCst);
             if occupant(tp, ctid).is_some() {
-                hr.owner_tp.store(tp, Ordering::Relaxed);
+                hr.owner.tp.store(tp, Ordering::Relaxed);
                 let _ =
                     hr.owner_tid
                         .compare_exchange(me, owner, Ordering::Release, Ordering::Relaxed);
@@ -335,7 +335,7 @@ impl InstanceState {
         }
         // SAFETY: we claimed the heap and no other thread can reach it.
         unsafe { Heap::collect(h, now) };
-        hr.owner_tp.store(0, Ordering::Relaxed);
+        hr.owner.tp.store(0, Ordering::Relaxed);
         hr.owner_ctid.store(0, Ordering::Relaxed);
         // Unowned now; the compare-and-swap keeps this from undoing a
         // claim nobody else can make while we hold it.

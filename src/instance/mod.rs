@@ -10,12 +10,12 @@
 //! # Which heap does a thread use?
 //! - With `tls`: the heap pointer in the instance's thread-local slot.
 //! - Without: the thread pointer hashed into the instance's [`TpTable`];
-//!   the entry is used only if the heap's `owner_tp` equals the caller's
+//!   the entry is used only if the heap's `owner.tp` equals the caller's
 //!   thread pointer.
 //!
 //! A thread without a heap *claims* one in [`InstanceState::acquire_heap`],
 //! in this order:
-//! 1. a heap whose `owner_tp` is the caller's thread pointer: its owner has
+//! 1. a heap whose `owner.tp` is the caller's thread pointer: its owner has
 //!    exited (two live threads never share a thread pointer) and the thread
 //!    library reused its stack for the caller;
 //! 2. a heap nobody owns (never claimed, collected, or released by
@@ -41,8 +41,8 @@
 //! rule 1 only (thread ids are from another process). The forking thread
 //! keeps its heap: with `tls` through its slot, without through rule 1.
 
-use crate::harden::Keys;
-use crate::heap::Heap;
+use crate::heap::{Heap, Source};
+use crate::keys::Keys;
 use crate::segmap::Chunk;
 use crate::segment::{Kind, Segment, SegmentHeader, SEGMENT_SIZE};
 use crate::store::SegmentStore;
@@ -182,33 +182,6 @@ impl InstanceState {
         self.epoch.load(Ordering::Acquire)
     }
 
-    // ---- segments, for heaps ---------------------------------------
-
-    /// A segment for a heap's new page (null if out of memory).
-    pub(crate) fn alloc_segment(&self) -> *mut Segment {
-        self.enter();
-        self.store.alloc_segment(self.id(), self.keys())
-    }
-
-    /// Takes back a heap's empty segment.
-    ///
-    /// # Safety
-    /// As for [`SegmentStore::release_segment`].
-    pub(crate) unsafe fn release_segment(&self, seg: *mut Segment) {
-        self.enter();
-        // SAFETY: forwarded contract.
-        unsafe { self.store.release_segment(seg) }
-    }
-
-    /// Purges the free slices among `only` of a heap's segment.
-    ///
-    /// # Safety
-    /// As for [`SegmentStore::purge_slices`].
-    pub(crate) unsafe fn purge_slices(&self, seg: *mut Segment, only: u64) {
-        // SAFETY: forwarded contract.
-        unsafe { self.store.purge_slices(seg, only) }
-    }
-
     // ---- heaps without `tls` ---------------------------------------
 
     /// Without `tls`: the calling thread's heap, or the empty heap (see
@@ -288,8 +261,45 @@ impl InstanceState {
     }
 }
 
+/// What heaps reach of their instance.
+impl Source for InstanceState {
+    fn store(&self) -> &SegmentStore {
+        &self.store
+    }
+
+    fn alloc_segment(&self) -> *mut Segment {
+        self.enter();
+        self.store.alloc_segment(self.id(), self.keys())
+    }
+
+    unsafe fn release_segment(&self, seg: *mut Segment) {
+        self.enter();
+        // SAFETY: forwarded contract.
+        unsafe { self.store.release_segment(seg) }
+    }
+
+    fn tick(&self, now: u64) {
+        self.tick_instance(now);
+    }
+}
+
 impl Default for InstanceState {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Under Miri: the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_load(state: &InstanceState) -> *mut Heap {
+    match crate::sys::tls_get(state as *const InstanceState as usize) {
+        0 => crate::heap::empty_heap(),
+        h => h as *mut Heap,
+    }
+}
+
+/// Under Miri: sets the calling thread's heap in `state`'s emulated slot.
+#[cfg(all(miri, feature = "tls"))]
+pub fn miri_slot_store(state: &InstanceState, h: *mut Heap) {
+    crate::sys::tls_set(state as *const InstanceState as usize, h as usize)
 }

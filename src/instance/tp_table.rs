@@ -2,7 +2,7 @@
 //!
 //! A small open table indexed by a hash of the thread pointer (`fs:[0]`).
 //! An entry is only a hint: the heap it names is the caller's only if the
-//! heap's `owner_tp` equals the caller's thread pointer, so a collision,
+//! heap's `owner.tp` equals the caller's thread pointer, so a collision,
 //! a stale entry or a heap taken away just sends the caller to the slow
 //! path, which claims a heap and overwrites the entry.
 
@@ -34,7 +34,7 @@ impl TpTable {
         let h = self.entries[tp_hash(tp)].load(Ordering::Acquire);
         // SAFETY: entries are the empty heap or real heaps, which live as
         // long as the instance.
-        if unsafe { (*h).owner_tp.load(Ordering::Relaxed) } == tp {
+        if unsafe { (*h).owner.tp.load(Ordering::Relaxed) } == tp {
             h
         } else {
             empty_heap()

@@ -3,26 +3,32 @@
 //! Maps new segments, keeps a small cache of empty ones, gives their memory
 //! back to the kernel, records every mapping in the instance's
 //! [`SegMap`], enforces the instance's memory limit (on committed bytes:
-//! see [`SegmentStore::commit`]) and counts what is mapped and committed. Heaps come here (on their slow paths) for segments and return
-//! them when their last page empties; huge blocks ([`crate::huge`]) share
-//! the lock, the map and the accounting.
+//! see [`SegmentStore::commit`]) and counts what is mapped and committed.
+//! Heaps come here (on their slow paths) for segments and return them when
+//! their last page empties; huge blocks ([`crate::huge`]) share the lock,
+//! the map and the accounting, and keep their freed mappings in the
+//! store's span cache ([`spans`]), which the store empties itself when the
+//! limit or the kernel refuses memory.
 //!
 //! Everything behind [`SegmentStore::lock`] may be left half-updated by a
 //! thread that did not survive a `fork`; [`SegmentStore::repair_after_fork`]
 //! forgets those structures (leaking their memory in the child) rather than
 //! trust them.
 
-use crate::harden::{self, Keys};
-use crate::huge::HugeCache;
-use crate::os::{self, Purge};
+use crate::keys::{self, Keys};
+use crate::os::{self, Purge, Purged};
 use crate::purge::{self, Clock};
 use crate::segmap::SegMap;
-use crate::segment::{Purged, Segment, SEGMENT_SIZE, SLICE_SIZE};
+use crate::segment::{Segment, SEGMENT_SIZE, SLICE_SIZE};
 use crate::sync::{Lock, LockGuard};
 use crate::sys::{Errno, PAGE_SIZE};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+mod spans;
+
+pub use spans::{HugeCache, Span};
 
 /// Empty small segments kept mapped for reuse.
 const SEGMENT_CACHE_MAX: usize = 16;
@@ -379,7 +385,7 @@ impl SegmentStore {
         match self.map(SEGMENT_SIZE) {
             Some(base) => {
                 self.stats.segments.fetch_add(1, Ordering::Relaxed);
-                if harden::ENABLED {
+                if keys::ENABLED {
                     // The last page of the metadata slice guards it against
                     // underflows of the first page's blocks.
                     // SAFETY: that page is ours and holds nothing.
@@ -542,7 +548,32 @@ impl SegmentStore {
             // SAFETY: removed from the cache, so nobody else has it.
             unsafe { self.unmap_segment(seg) };
         }
-        crate::huge::drain_cache(self);
+        self.drain_spans();
+    }
+
+    /// Unmaps every cached (or quarantined) huge span; says whether
+    /// there was any.
+    pub(crate) fn drain_spans(&self) -> bool {
+        let mut any = false;
+        loop {
+            let s = {
+                let _g = self.lock();
+                // SAFETY: lock held.
+                unsafe { (*self.huge.get()).pop_any() }
+            };
+            let Some(s) = s else {
+                return any;
+            };
+            any = true;
+            self.release_span(s);
+        }
+    }
+
+    /// Unmaps a huge span that is out of the cache, with its accounting.
+    pub(crate) fn release_span(&self, s: Span) {
+        self.decommit(s.committed);
+        // SAFETY: the span is free, ours, and out of every list.
+        unsafe { self.unmap(NonNull::new_unchecked(s.base as *mut u8), s.len) };
     }
 
     /// Forgets everything behind the lock and frees the lock, in a fork

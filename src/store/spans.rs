@@ -1,8 +1,11 @@
 //! The span cache: free huge mappings kept for reuse, as plain
-//! bookkeeping (no syscalls here; `huge` does those around it).
+//! bookkeeping (no syscalls here; `huge` decides what to cache, purge and
+//! evict, the store unmaps what leaves for good). It lives in the store,
+//! below `huge`, because the store must empty it when the memory limit or
+//! the kernel refuses more.
 //!
 //! A span is a segment-aligned range of whole chunks that is still mapped
-//! and recorded in the instance's segment map, with a [`super::HugeHeader`]
+//! and recorded in the instance's segment map, with a [`crate::huge::HugeHeader`]
 //! (not live) at its start, so that `owns` and `for_each_mapping` keep
 //! seeing it as one of the instance's mappings. Spans are:
 //!

@@ -9,16 +9,16 @@
 //! (the bit is cleared when the block enters the quarantine). The ring is
 //! owned by the heap's thread; [`flush`] empties it (trim).
 
-use crate::heap::Heap;
+use super::Heap;
 use crate::segment::{owner_of, segment_of};
 use core::ptr;
 
 /// Blocks in the ring.
-const SLOTS: usize = if super::ENABLED { 32 } else { 0 };
+const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
 /// Larger blocks skip the quarantine (32 of them would hold too much).
 pub const BLOCK_MAX: usize = 16 << 10;
 
-/// A heap's quarantine, and its zero-size region (see [`super::zero`]).
+/// A heap's quarantine, and its zero-size region (see [`crate::harden::zero`]).
 pub struct Quarantine {
     slots: [*mut u8; SLOTS],
     next: usize,
@@ -95,12 +95,12 @@ pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     let owner = owner_of(seg);
     // SAFETY: per contract.
     unsafe {
-        if owner == h {
+        if owner == Heap::as_owner(h) {
             // Any page of ours, full or spanning several slices: not the
             // fast path's `free_local`, which wants a queued page's head.
             Heap::free_local_flagged(h, p);
         } else {
-            Heap::free_remote(h, owner, p);
+            Heap::free_remote(h, Heap::of(owner), p);
         }
     }
 }

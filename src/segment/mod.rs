@@ -25,8 +25,13 @@
 //! its page metadata; other threads only read `owner` to decide whether a
 //! free is remote.
 
-use crate::harden::{self, Keys};
-use crate::heap::Heap;
+pub mod checks;
+mod owner;
+
+pub use owner::{slow_tag, Owner};
+
+use crate::keys::{self, Keys};
+use crate::os::Purged;
 use crate::size_class::{class_size, Class};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -68,9 +73,9 @@ pub struct SegmentHeader {
     /// The owning instance's address: its identity (checked with
     /// `boundary-checks`).
     pub instance: usize,
-    /// The heap that owns this segment's pages ([`crate::heap::HUGE_OWNER`]
-    /// for huge segments, null for segments in the instance cache).
-    pub owner: AtomicPtr<Heap>,
+    /// The heap that owns this segment's pages ([`HUGE_OWNER`](owner::HUGE_OWNER) for huge
+    /// segments, null for segments in the instance cache).
+    pub owner: AtomicPtr<Owner>,
 }
 
 /// The segment containing block `p`.
@@ -146,8 +151,8 @@ pub struct Page {
     /// slice of its page" in one compare. Written by the owner, read by any
     /// thread. At the same offset as [`SegmentHeader::owner`], so the
     /// (never used) entry of slice 0 reads as the segment's owner: for a
-    /// huge segment, [`crate::heap::HUGE_OWNER`], which is nobody's heap.
-    pub tag: AtomicPtr<Heap>,
+    /// huge segment, [`HUGE_OWNER`](owner::HUGE_OWNER), which is nobody's heap.
+    pub tag: AtomicPtr<Owner>,
     /// Blocks not on `local_free` (see above).
     pub used: u32,
     /// Block size in bytes (a class size); also set in the entries of a
@@ -173,13 +178,6 @@ pub struct Page {
     pub prev: *mut Page,
 }
 
-/// The [`Page::tag`] of every entry the free fast path must not handle
-/// inline: a heap no thread ever has (its `owner_tp` is 0).
-#[inline(always)]
-pub const fn slow_tag() -> *mut Heap {
-    crate::heap::HUGE_OWNER.get()
-}
-
 impl Page {
     /// Whether the page (a page head) is on its heap's queue; a page with
     /// live blocks that is not is *full*: it had no free block when the
@@ -192,7 +190,7 @@ impl Page {
     /// Sets the tag (owner only): `h` when the page joins `h`'s queue,
     /// [`slow_tag`] when it leaves.
     #[inline]
-    pub fn set_tag(&self, h: *mut Heap) {
+    pub fn set_tag(&self, h: *mut Owner) {
         self.tag.store(h, Ordering::Relaxed);
     }
 
@@ -294,17 +292,17 @@ impl Page {
             for _ in 1..n {
                 let next = b.add(bs);
                 Block::set_next(b.cast(), next.cast(), keys);
-                harden::seal_freed(b, bs, keys);
+                checks::seal_freed(b, bs, keys);
                 b = next;
             }
             Block::set_next(b.cast(), ptr::null_mut(), keys);
-            harden::seal_freed(b, bs, keys);
+            checks::seal_freed(b, bs, keys);
             self.free = first.cast();
         }
         self.capacity += n as u16;
         self.used += n;
         // Hardened mode writes canaries into fresh blocks.
-        self.free_is_zero = self.fresh && !harden::ENABLED;
+        self.free_is_zero = self.fresh && !keys::ENABLED;
         n
     }
 
@@ -375,17 +373,6 @@ pub struct Segment {
     pub head_of: [u8; SLICES],
     /// The instance's free-list keys (`hardened`).
     pub keys: Keys,
-}
-
-/// What purging a run of slices achieved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purged {
-    /// The pages read as zero now (`MADV_DONTNEED`).
-    Zeroed,
-    /// The kernel may take the pages (`MADV_FREE`); contents undefined.
-    Lazily,
-    /// Refused; nothing changed.
-    No,
 }
 
 /// Every slice but the metadata slice.
@@ -591,7 +578,7 @@ impl Segment {
     /// Computed from the address bits alone (a shift and a mask), so it is
     /// also defined for a huge block: its entry lies in the huge header's
     /// first page and reads with a tag that is never a thread's heap
-    /// ([`crate::heap::HUGE_OWNER`] in entry 0, zero elsewhere, as nothing
+    /// ([`HUGE_OWNER`](owner::HUGE_OWNER) in entry 0, zero elsewhere, as nothing
     /// but the 64-byte header is ever written there). Used by the free fast
     /// path before it knows the segment's kind.
     ///
@@ -641,7 +628,7 @@ pub unsafe fn is_small(seg: *mut SegmentHeader) -> bool {
 /// Loads the owner of a segment (relaxed: only the owner ever changes it
 /// while blocks of the segment are live, and a non-owner only compares).
 #[inline(always)]
-pub fn owner_of(seg: *mut SegmentHeader) -> *mut Heap {
+pub fn owner_of(seg: *mut SegmentHeader) -> *mut Owner {
     // SAFETY: callers pass the segment of a live block.
     unsafe { (*seg).owner.load(Ordering::Acquire) }
 }
