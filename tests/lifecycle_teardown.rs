@@ -5,6 +5,8 @@
 //! at all. Both report the blocks that were still live (leaks).
 #![allow(clippy::undocumented_unsafe_blocks)]
 
+mod common;
+
 use emma::{Instance, InstanceExt, Live, Stats};
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -134,22 +136,6 @@ fn mappings<I: Instance>(inst: I) -> Vec<(usize, usize)> {
     let mut v = Vec::new();
     inst.for_each_mapping(|b, l| v.push((b, l)));
     v
-}
-
-/// The process's mappings, from `/proc/self/maps`.
-fn process_maps() -> Vec<(usize, usize)> {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            (
-                usize::from_str_radix(a, 16).unwrap(),
-                usize::from_str_radix(b, 16).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// Only the heap metadata is left: the state teardown promises.
@@ -533,7 +519,7 @@ fn release_all_leaves_nothing_mapped() {
     );
     assert_eq!(mappings(Unloaded), []);
     // The kernel agrees: nothing is mapped where the instance's mappings were.
-    let maps = process_maps();
+    let maps = common::proc_maps();
     for &(base, len) in &old {
         assert!(!Unloaded.owns((base + 4096) as *const u8));
         for &(start, end) in &maps {
