@@ -26,7 +26,7 @@ mod common;
 #[path = "embed/util.rs"]
 mod util;
 
-use common::{check_stamp, layout, mib, rss, stamp, Rng, COOKIE_MIN};
+use common::{check_stamp, layout, mib, rss, stamped_blocks, Rng};
 use emma::InstanceExt;
 use std::alloc::GlobalAlloc;
 use std::path::PathBuf;
@@ -298,20 +298,6 @@ fn thread_churn_stays_bounded() {
 }
 
 emma::emma_instance!(Raced);
-
-/// Allocates `n` small stamped blocks; returns their addresses.
-fn stamped_blocks<I: GlobalAlloc + Copy>(i: I, seed: u64, n: usize) -> Vec<usize> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let s = rng.range(COOKIE_MIN, 100);
-            let p = unsafe { i.alloc(layout(s, 16)) };
-            assert!(!p.is_null());
-            unsafe { stamp(p, s, 16) };
-            p as usize
-        })
-        .collect()
-}
 
 /// A dead thread's heap is being collected (by `trim` on one thread and
 /// by the slow paths of two others) while a new thread, started on the

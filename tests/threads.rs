@@ -139,21 +139,6 @@ fn trim_collects_the_heaps_of_exited_threads() {
     );
 }
 
-/// Allocates `n` small stamped blocks; returns their addresses.
-#[cfg(feature = "tls")]
-fn stamped_blocks<I: GlobalAlloc + Copy>(i: I, seed: u64, n: usize) -> Vec<usize> {
-    let mut rng = Rng::new(seed);
-    (0..n)
-        .map(|_| {
-            let s = rng.range(COOKIE_MIN, 100);
-            let p = unsafe { i.alloc(layout(s, 16)) };
-            assert!(!p.is_null());
-            unsafe { stamp(p, s, 16) };
-            p as usize
-        })
-        .collect()
-}
-
 /// With `tls`, `trim` collects a dead thread's heap while a new thread —
 /// which inherited the dead thread's stack, hence its thread pointer — may
 /// be claiming that same heap for itself (rule 1). Only one of them may

@@ -118,6 +118,22 @@ impl Heap {
         }
     }
 
+    /// What `trim` and `collect` both do first: the quarantine and the
+    /// pending batch of remote frees go out, the frees other threads sent
+    /// come in, and empty pages and segments are released.
+    ///
+    /// # Safety
+    /// The calling thread owns (or has claimed) `h`, a real heap.
+    unsafe fn give_back(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            super::quarantine::flush(h);
+            Heap::flush_remote(h);
+            Heap::drain_remote(h);
+            Heap::release_empty(h);
+        }
+    }
+
     /// Releases every empty page and every segment without pages, and
     /// purges the free slices of the segments kept.
     ///
@@ -127,10 +143,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            super::quarantine::flush(h);
-            Heap::flush_remote(h);
-            Heap::drain_remote(h);
-            Heap::release_empty(h);
+            Heap::give_back(h);
             Heap::purge_free(h);
             (*h).set_busy(false);
         }
@@ -148,10 +161,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            super::quarantine::flush(h);
-            Heap::flush_remote(h);
-            Heap::drain_remote(h);
-            Heap::release_empty(h);
+            Heap::give_back(h);
             if (*h).segments.is_null() {
                 (*h).purge_at = 0;
             } else {

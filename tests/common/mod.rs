@@ -417,6 +417,20 @@ pub fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
 
+/// Allocates `n` small stamped blocks; returns their addresses.
+pub fn stamped_blocks<I: GlobalAlloc + Copy>(i: I, seed: u64, n: usize) -> Vec<usize> {
+    let mut rng = Rng::new(seed);
+    (0..n)
+        .map(|_| {
+            let s = rng.range(COOKIE_MIN, 100);
+            let p = unsafe { i.alloc(layout(s, 16)) };
+            assert!(!p.is_null());
+            unsafe { stamp(p, s, 16) };
+            p as usize
+        })
+        .collect()
+}
+
 /// Every mapping of an instance, sorted.
 pub fn mappings<I: InstanceExt>(i: I) -> Vec<(usize, usize)> {
     let mut v = Vec::new();
