@@ -18,9 +18,13 @@ fn empty(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(unsafe { NonNull::new_unchecked(p) }, 0)
 }
 
-fn block(p: *mut u8) -> Option<NonNull<[u8]>> {
+/// `p` as the slice an `Allocator` returns: the whole usable block.
+///
+/// # Safety
+/// `p` is null or a live block of the instance just allocated.
+unsafe fn block(p: *mut u8) -> Option<NonNull<[u8]>> {
     let p = NonNull::new(p)?;
-    // SAFETY: `p` is a live block just returned by the instance.
+    // SAFETY: per contract.
     let len = unsafe { api::usable_size(p.as_ptr()) };
     Some(NonNull::slice_from_raw_parts(p, len))
 }
@@ -35,7 +39,8 @@ pub fn allocate<I: Instance>(layout: Layout, zeroed: bool) -> Option<NonNull<[u8
     } else {
         api::alloc::<I>(layout.size(), layout.align())
     };
-    block(p)
+    // SAFETY: just allocated (or null).
+    unsafe { block(p) }
 }
 
 /// `Allocator::deallocate`.
@@ -88,7 +93,8 @@ pub unsafe fn resize<I: Instance>(
         // SAFETY: the block holds `new.size()` bytes.
         unsafe { ptr::write_bytes(p.add(old.size()), 0, new.size() - old.size()) };
     }
-    block(p)
+    // SAFETY: just (re)allocated (or null).
+    unsafe { block(p) }
 }
 
 /// The `core::alloc::Allocator` impl (feature `allocator-api`, nightly).
@@ -154,7 +160,7 @@ macro_rules! __emma_allocator_methods {
         }
         #[inline]
         unsafe fn deallocate(&self, p: ::core::ptr::NonNull<u8>, l: ::core::alloc::Layout) {
-            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+            // SAFETY: `Allocator::deallocate`'s contract, which `allocator::deallocate` takes.
             unsafe { $crate::__private::allocator::deallocate::<Self>(p, l) }
         }
         $crate::__emma_allocator_methods!(@resize grow, false, $err);
@@ -169,7 +175,8 @@ macro_rules! __emma_allocator_methods {
             old: ::core::alloc::Layout,
             new: ::core::alloc::Layout,
         ) -> ::core::result::Result<::core::ptr::NonNull<[u8]>, $err> {
-            // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+            // SAFETY: the contract of `Allocator::grow`/`grow_zeroed`/`shrink`,
+            // which `allocator::resize` takes.
             unsafe { $crate::__private::allocator::resize::<Self>(p, old, new, $zeroed) }.ok_or($err)
         }
     };

@@ -387,6 +387,10 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
 /// About 11 instructions with `tls`: segment and entry address (5), TLS
 /// load (2), tag compare and branch (2), then [`Heap::free_local`]'s push
 /// and count.
+///
+/// # Safety
+/// `p` is a live block of instance `I`, not used afterwards, and the
+/// calling thread may use `I`'s heap (any thread may).
 #[inline(always)]
 unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
     let seg = segment_of(p);
@@ -416,6 +420,9 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
 /// A free the fast path did not take: sorted by the segment's owner.
 /// Not `#[cold]`: remote frees are the common case of producer/consumer
 /// programs.
+///
+/// # Safety
+/// As for [`free_unchecked`].
 #[inline(never)]
 unsafe fn free_other<I: Instance>(p: *mut u8) {
     let seg = segment_of(p);
@@ -432,6 +439,11 @@ unsafe fn free_other<I: Instance>(p: *mut u8) {
     }
 }
 
+/// Frees a huge block of instance `I`.
+///
+/// # Safety
+/// `h` is the header of a live huge block of instance `I`, not used
+/// afterwards.
 #[cold]
 unsafe fn free_huge<I: Instance>(h: *mut HugeHeader) {
     let st = I::state();

@@ -53,8 +53,8 @@
 //!   `core::alloc::Allocator`, for `Vec::new_in(Heap)` and friends.
 //! - `allocator-api2` (stable): instances implement
 //!   `allocator_api2::alloc::Allocator` (accepted by hashbrown and bumpalo);
-//!   emma re-exports the crate as [`emma::allocator_api2`](crate::allocator_api2)
-//!   (when the feature is on), with its `Vec` and `Box`.
+//!   emma re-exports the crate as `emma::allocator_api2` (when the
+//!   feature is on), with its `Vec` and `Box`.
 //!
 //! ## Stable or nightly
 //! Everything but `tls` and `allocator-api` builds on stable Rust. A
@@ -532,6 +532,29 @@ pub trait InstanceExt: Instance {
         }
         // SAFETY: the calling thread owns its heap.
         unsafe { heap::Heap::check(h) }
+    }
+
+    /// Re-checks every invariant the calling thread can see: its heap's
+    /// ([`InstanceExt::check_heap`]), the instance's caches of segments
+    /// and large spans, and the header of every mapping the instance has.
+    /// Returns a description of the first violation; for tests. Builds with
+    /// debug assertions run the same checks on the allocator's slow paths
+    /// and abort where an invariant breaks.
+    ///
+    /// ```
+    /// use core::alloc::{GlobalAlloc, Layout};
+    /// use emma::InstanceExt;
+    /// emma::emma_instance!(Audited);
+    ///
+    /// let big = Layout::from_size_align(8 << 20, 8).unwrap();
+    /// let p = unsafe { Audited.alloc(big) };
+    /// assert_eq!(Audited.check(), Ok(()));
+    /// unsafe { Audited.dealloc(p, big) };
+    /// assert_eq!(Audited.check(), Ok(()));
+    /// ```
+    fn check(self) -> Result<(), &'static str> {
+        Self::state().check()?;
+        self.check_heap()
     }
 }
 

@@ -147,7 +147,7 @@ macro_rules! emma_instance {
                 }
                 #[inline]
                 unsafe fn dealloc(&self, p: *mut u8, l: ::core::alloc::Layout) {
-                    // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                    // SAFETY: `GlobalAlloc::dealloc`'s contract, which `global_dealloc` takes.
                     unsafe { $crate::__private::global_dealloc::<$name>(p, l) }
                 }
                 #[inline]
@@ -156,7 +156,7 @@ macro_rules! emma_instance {
                 }
                 #[inline]
                 unsafe fn realloc(&self, p: *mut u8, l: ::core::alloc::Layout, n: usize) -> *mut u8 {
-                    // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                    // SAFETY: `GlobalAlloc::realloc`'s contract, which `global_realloc` takes.
                     unsafe { $crate::__private::global_realloc::<$name>(p, l, n) }
                 }
             }
@@ -202,23 +202,38 @@ macro_rules! emma_instance {
             pub extern "C" fn $calloc(count: usize, size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::calloc::<$name, $errno>(count, size).cast()
             }
+            /// C `realloc` over this instance.
+            ///
+            /// # Safety
+            /// `p` is null or a live block of this instance's C functions
+            /// (or of the instance itself), not used after a non-null
+            /// return or after `size == 0`.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $realloc(p: *mut ::core::ffi::c_void, size: usize) -> *mut ::core::ffi::c_void {
-                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                // SAFETY: the contract above is `c::realloc`'s for this instance.
                 unsafe { $crate::c::realloc::<$name, $errno>(p.cast(), size).cast() }
             }
+            /// C `free` over this instance.
+            ///
+            /// # Safety
+            /// `p` is null or a live block of this instance, not used
+            /// afterwards.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $free(p: *mut ::core::ffi::c_void) {
-                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                // SAFETY: the contract above is `c::free`'s for this instance.
                 unsafe { $crate::c::free::<$name>(p.cast()) }
             }
             #[unsafe(no_mangle)]
             pub extern "C" fn $aligned_alloc(align: usize, size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::aligned_alloc::<$name, $errno>(align, size).cast()
             }
+            /// C `posix_memalign` over this instance.
+            ///
+            /// # Safety
+            /// `out` is valid for a pointer-sized write.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $posix_memalign(out: *mut *mut ::core::ffi::c_void, align: usize, size: usize) -> i32 {
-                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                // SAFETY: the contract above is `c::posix_memalign`'s.
                 unsafe { $crate::c::posix_memalign::<$name>(out.cast(), align, size) }
             }
             #[unsafe(no_mangle)]
@@ -233,14 +248,23 @@ macro_rules! emma_instance {
             pub extern "C" fn $pvalloc(size: usize) -> *mut ::core::ffi::c_void {
                 $crate::c::pvalloc::<$name, $errno>(size).cast()
             }
+            /// `reallocarray` over this instance.
+            ///
+            /// # Safety
+            /// As for `realloc`: `p` is null or a live block of this
+            /// instance, not used after a non-null return.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $reallocarray(p: *mut ::core::ffi::c_void, count: usize, size: usize) -> *mut ::core::ffi::c_void {
-                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                // SAFETY: the contract above is `c::reallocarray`'s for this instance.
                 unsafe { $crate::c::reallocarray::<$name, $errno>(p.cast(), count, size).cast() }
             }
+            /// `malloc_usable_size` over this instance.
+            ///
+            /// # Safety
+            /// `p` is null or a live block of this instance.
             #[unsafe(no_mangle)]
             pub unsafe extern "C" fn $usable(p: *mut ::core::ffi::c_void) -> usize {
-                // SAFETY: the caller upholds the trait method's contract, which is forwarded.
+                // SAFETY: the contract above is `c::malloc_usable_size`'s for this instance.
                 unsafe { $crate::c::malloc_usable_size::<$name>(p.cast()) }
             }
         };

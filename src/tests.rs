@@ -67,11 +67,19 @@ fn size_for(r: u64, prog: Program) -> usize {
     }
 }
 
+/// Writes `v` over `size` bytes at `p`.
+///
+/// # Safety
+/// `p` is valid for writes of `size` bytes.
 unsafe fn fill(p: *mut u8, size: usize, v: u8) {
     // SAFETY: the caller's block holds `size` bytes.
     unsafe { p.write_bytes(v, size) }
 }
 
+/// Checks that `size` bytes at `p` hold `v`.
+///
+/// # Safety
+/// `p` is valid for reads of `size` bytes.
 unsafe fn verify(p: *mut u8, size: usize, v: u8) {
     // SAFETY: the caller's block holds `size` bytes.
     let s = unsafe { core::slice::from_raw_parts(p, size) };
@@ -151,7 +159,7 @@ fn run_random_program(prog: Program) {
             }
         }
         if step % 50 == 0 {
-            UnitHeap.check_heap().unwrap();
+            UnitHeap.check().unwrap();
         }
     }
     for (a, (size, align, v)) in live {
@@ -161,7 +169,7 @@ fn run_random_program(prog: Program) {
             UnitHeap.dealloc(a as *mut u8, Layout::from_size_align(size, align).unwrap());
         }
     }
-    UnitHeap.check_heap().unwrap();
+    UnitHeap.check().unwrap();
 }
 
 #[test]
@@ -186,14 +194,14 @@ fn blocks_freed_on_other_threads_come_back() {
     let again: Vec<usize> = (0..n)
         .map(|_| unsafe { OtherHeap.alloc(l) } as usize)
         .collect();
-    OtherHeap.check_heap().unwrap();
+    OtherHeap.check().unwrap();
     for p in again {
         // SAFETY: as above.
         unsafe { OtherHeap.dealloc(p as *mut u8, l) };
     }
     assert!(OtherHeap.stats().remote_frees >= n);
     OtherHeap.trim();
-    OtherHeap.check_heap().unwrap();
+    OtherHeap.check().unwrap();
 }
 
 #[test]

@@ -14,14 +14,14 @@
 //! compiled to a `__tls_get_addr` call in a `cdylib`) but a symbol that
 //! [`emma_instance!`](crate::emma_instance) defines in assembly, so it
 //! works on stable Rust:
-//! - [`__emma_tls_define!`] puts the slot in `.tdata`, initialised with
+//! - `__emma_tls_define!` puts the slot in `.tdata`, initialised with
 //!   the address of the empty heap (a link-time constant, or a relative
 //!   relocation the loader applies to the TLS image before any thread
 //!   copies it). A thread's first allocation thus finds the empty heap and
 //!   falls into the slow path, which claims a real heap: the fast path
 //!   never asks "initialised?". (A `.tbss` slot would start at 0 and need
 //!   either that test or an extra add on every access.)
-//! - [`__emma_tls_load!`] and [`__emma_tls_store!`] access it with the
+//! - `__emma_tls_load!` and `__emma_tls_store!` access it with the
 //!   *initial-exec* model (`mov r, [rip + slot@GOTTPOFF]`, then
 //!   `fs:[r]`): two instructions, no call into the loader even in a
 //!   `dlopen`ed library, so the loader's `__tls_get_addr` (which may call

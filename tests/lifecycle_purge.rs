@@ -163,7 +163,7 @@ fn round<I: Instance + GlobalAlloc + Send + Sync>(inst: I, how: Purge, bytes: us
                 assert!(freed > 0);
                 step.wait(); // 3: everything but the survivors freed
                 inst.trim(); // also collects what others freed into our heap
-                inst.check_heap().unwrap();
+                inst.check().unwrap();
                 step.wait(); // 4: trimmed; main measures
                 step.wait(); // 5: go on
                 let s = lists.survivors[t].swap(0, Relaxed);

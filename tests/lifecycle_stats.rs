@@ -184,7 +184,7 @@ fn stats_follow_small_and_huge_allocations() {
     let mut mappings = 0;
     Counted.for_each_mapping(|_, _| mappings += 1);
     assert_eq!(mappings, 0);
-    Counted.check_heap().unwrap();
+    Counted.check().unwrap();
 
     // The bystander starts from zero and moves on its own.
     let p = unsafe { Bystander.alloc(small) };
@@ -222,7 +222,7 @@ fn heaps_and_remote_frees_are_counted() {
                 all_freed.wait();
                 // Collect what the main thread freed into our heap.
                 Remote.trim();
-                Remote.check_heap().unwrap();
+                Remote.check().unwrap();
             })
         })
         .collect();

@@ -232,7 +232,7 @@ fn teardown_one_instance_while_others_work() {
                 // Same thread, fresh instance.
                 let again = data_set(&Gone, 20 + t as u64);
                 verify_all(&again);
-                Gone.check_heap().unwrap();
+                Gone.check().unwrap();
                 for b in again {
                     unsafe { b.free(&Gone) };
                 }
@@ -296,7 +296,7 @@ fn teardown_one_instance_while_others_work() {
     let fresh = data_set(&Gone, 4);
     verify_all(&fresh);
     assert!(fresh.iter().all(|b| Gone.owns(b.p as *const u8)));
-    Gone.check_heap().unwrap();
+    Gone.check().unwrap();
     // ... from the threads that used it before ...
     resume.wait();
     for t in gone_threads {
@@ -324,7 +324,7 @@ fn teardown_one_instance_while_others_work() {
         unsafe { b.free(&Gone) };
     }
     Gone.trim();
-    Gone.check_heap().unwrap();
+    Gone.check().unwrap();
 
     // Stop the workers; the surviving instances still hold their data and
     // keep allocating.
@@ -359,8 +359,8 @@ fn teardown_one_instance_while_others_work() {
     }
     Keep1.trim();
     Keep2.trim();
-    Keep1.check_heap().unwrap();
-    Keep2.check_heap().unwrap();
+    Keep1.check().unwrap();
+    Keep2.check().unwrap();
 }
 
 /// After teardown "the instance can be used again from scratch by any
@@ -426,7 +426,7 @@ fn teardown_then_old_thread_and_new_owner_concurrently() {
     drop(tx);
     let freed_by_old = old.join().unwrap();
     Reclaimed.trim();
-    Reclaimed.check_heap().unwrap();
+    Reclaimed.check().unwrap();
     let s = Reclaimed.stats();
     assert!(
         s.remote_frees >= freed_by_old,
@@ -534,7 +534,7 @@ fn release_all_leaves_nothing_mapped() {
     let v = std::thread::spawn(|| {
         let v = data_set(&Unloaded, 60);
         verify_all(&v);
-        Unloaded.check_heap().unwrap();
+        Unloaded.check().unwrap();
         let s = Unloaded.stats();
         assert!(s.heaps == 1 && s.mapped > s.meta, "{s:?}");
         v

@@ -82,7 +82,7 @@ fn worker(n: usize, inherited: Vec<Left>, together: &Barrier) -> Vec<Left> {
         unsafe { b.free() };
     }
     if n.is_multiple_of(100) {
-        Churn.check_heap().unwrap();
+        Churn.check().unwrap();
     }
     together.wait();
     keep

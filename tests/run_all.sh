@@ -3,7 +3,8 @@
 # for "run every test"; .ci/run calls it. Steps:
 #   installs   rustup components and the stable toolchain if missing,
 #              cargo-fuzz if missing, Miri's sysroot (network on first run)
-#   format, clippy (warnings denied), rustdoc (warnings denied)
+#   format, clippy (warnings denied), rustdoc (warnings denied; public
+#              and private items)
 #   nightly    the whole suite with the default features (per-thread heaps
 #              through TLS), doc tests included
 #   tp-mode    the suite with --no-default-features (the thread-pointer mode)
@@ -111,7 +112,14 @@ fuzz() {
 run "installs" installs
 run "format" cargo fmt --all --check
 run "clippy" clippy
-run "rustdoc" env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps "${all_apis[@]}"
+rustdoc() {
+    export RUSTDOCFLAGS="-D warnings"
+    cargo doc --no-deps "${all_apis[@]}"
+    # The internals are documented for readers of the code: their links
+    # must hold too.
+    cargo doc --no-deps --document-private-items "${all_apis[@]}"
+}
+run "rustdoc" rustdoc
 run "tests: nightly, default features" cargo test "${ci[@]}" "${all_apis[@]}"
 run "tests: thread-pointer mode (--no-default-features)" \
     cargo test "${ci[@]}" --no-default-features --features allocator-api2 --tests

@@ -46,8 +46,11 @@
 //!   page of ours with live blocks that is not queued has the slow tag and
 //!   is *full* (no free and no uncarved blocks when it left the queue);
 //! - `direct[g]` is `pages[class_of(16 g)]` for every granule `g`;
-//! - an empty page (no live block) is released to its segment unless it is
-//!   the only page of its queue;
+//! - a page that empties is released to its segment at once unless it is
+//!   the only page of its queue then (it may stay empty when full pages
+//!   rejoin the queue behind it; `trim` releases it);
+//! - the pages of its segments are queued (tagged with the heap) or full;
+//!   the heap's page and segment counters are exact;
 //! - every segment on `segments` has `owner == self`.
 
 use crate::keys::Keys;
@@ -61,6 +64,7 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+mod invariants;
 pub mod quarantine;
 mod queue;
 mod remote;
@@ -250,7 +254,7 @@ impl Heap {
     ///
     /// About 6 instructions: granule index (2), load the page, load its
     /// free list head, test, load the link, store it. `used` is not
-    /// touched (see [`Page`]).
+    /// touched (see `Page`).
     ///
     /// # Safety
     /// As for [`Heap::alloc`]; `size <= SMALL_SIZE_MAX`.
@@ -341,6 +345,7 @@ impl Heap {
             if b.is_null() {
                 b = Heap::alloc_from_new_page(h, c);
             }
+            Heap::verify(h, c, (*h).pages[c]);
             (*h).set_busy(false);
             b
         }
@@ -348,6 +353,9 @@ impl Heap {
 
     /// Takes a block from the first page of the queue that has one,
     /// carving more blocks if needed; full pages leave the queue.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap; `c < CLASS_COUNT`.
     unsafe fn alloc_from_queue(h: *mut Heap, c: Class) -> *mut u8 {
         // SAFETY: the owner walks its own queue.
         unsafe {
@@ -370,6 +378,9 @@ impl Heap {
     }
 
     /// Sets up a new page of class `c` and takes its first block.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap; `c < CLASS_COUNT`.
     unsafe fn alloc_from_new_page(h: *mut Heap, c: Class) -> *mut u8 {
         let n = page_slices(c);
         // SAFETY: the owner manages its segments.
@@ -411,6 +422,9 @@ impl Heap {
 
     /// The first of the heap's segments with `n` free slices in a row
     /// (only among slices that still hold memory if `warm`), and where.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `1 <= n < SLICES`.
     unsafe fn find_span(h: *mut Heap, n: usize, warm: bool) -> (*mut Segment, Option<usize>) {
         // SAFETY: the owner reads its segments.
         unsafe {
@@ -451,6 +465,9 @@ impl Heap {
     }
 
     /// Whether `page` (queued) is the only page of its class.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `page` is on one of its queues.
     #[inline(always)]
     unsafe fn is_alone(h: *mut Heap, page: *mut Page) -> bool {
         // SAFETY: the owner reads its own queue.
@@ -492,6 +509,10 @@ impl Heap {
     /// A local free emptied `page` or hit a full (unqueued) page. An
     /// emptied page that is the only one of its class stays (a loop
     /// allocating and freeing must not churn pages).
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap; `page` is a page head of
+    /// one of its segments whose `used` or queue membership just changed.
     #[cold]
     unsafe fn free_local_slow(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages.
@@ -500,17 +521,22 @@ impl Heap {
                 return;
             }
             (*h).set_busy(true);
+            let c = (*page).class as usize;
+            let mut kept = page;
             if !(*page).in_queue() {
                 if (*page).used == 0 {
                     Heap::retire(h, page);
+                    kept = ptr::null_mut();
                 } else {
                     Heap::push_back(h, page);
                 }
             } else if (*page).used == 0 {
                 Heap::unlink(h, page);
                 Heap::retire(h, page);
+                kept = ptr::null_mut();
             }
             Heap::maybe_tick(h);
+            Heap::verify(h, c, kept);
             (*h).set_busy(false);
         }
     }
@@ -519,6 +545,10 @@ impl Heap {
     /// back to the store if it was the last page (keeping one segment per
     /// heap to avoid mapping churn). Slices left free in a kept segment are
     /// purged after the purge delay ([`Heap::maybe_tick`]).
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap; `page` is a page of `h`
+    /// with no live block, on no queue.
     unsafe fn retire(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages and segments.
         unsafe {
@@ -532,56 +562,6 @@ impl Heap {
                 (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
         }
-    }
-
-    /// Re-checks the heap's invariants (see the module docs) and every
-    /// queued page's counting identities.
-    ///
-    /// # Safety
-    /// The calling thread owns `h`.
-    pub unsafe fn check(h: *mut Heap) -> Result<(), &'static str> {
-        // SAFETY: per contract.
-        unsafe {
-            for c in 0..CLASS_COUNT {
-                let q = (*h).queues[c];
-                let expect = if q.first.is_null() {
-                    EMPTY_PAGE.get()
-                } else {
-                    q.first
-                };
-                if (*h).pages[c] != expect || direct_range(c).any(|g| (*h).direct[g] != expect) {
-                    return Err("fast-path page is not the queue head");
-                }
-                let mut prev: *mut Page = ptr::null_mut();
-                let mut page = q.first;
-                while !page.is_null() {
-                    let p = &*page;
-                    if p.class as usize != c
-                        || p.tag.load(Ordering::Relaxed) != Heap::as_owner(h)
-                        || p.prev != prev
-                    {
-                        return Err("queue links or class broken");
-                    }
-                    if owner_of(Page::segment(page).cast()) != Heap::as_owner(h) {
-                        return Err("queued page in a segment of another heap");
-                    }
-                    p.check()?;
-                    prev = page;
-                    page = p.next;
-                }
-                if q.last != prev {
-                    return Err("queue tail broken");
-                }
-            }
-            let mut seg = (*h).segments;
-            while !seg.is_null() {
-                if owner_of(seg.cast()) != Heap::as_owner(h) {
-                    return Err("heap lists a segment it does not own");
-                }
-                seg = (*seg).next;
-            }
-        }
-        Ok(())
     }
 
     /// Forgets all pages and segments (after teardown unmapped them), keeping

@@ -92,9 +92,9 @@ pub unsafe fn flush(h: *mut Heap) {
 /// that nobody uses any more, not on any free list.
 pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     let seg = segment_of(p);
-    let owner = owner_of(seg);
     // SAFETY: per contract.
     unsafe {
+        let owner = owner_of(seg);
         if owner == Heap::as_owner(h) {
             // Any page of ours, full or spanning several slices: not the
             // fast path's `free_local`, which wants a queued page's head.

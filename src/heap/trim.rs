@@ -23,6 +23,10 @@ impl Heap {
         }
     }
 
+    /// Looks at the clock and purges: the work behind [`Heap::maybe_tick`].
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
     #[cold]
     unsafe fn tick(h: *mut Heap) {
         // SAFETY: per contract of `maybe_tick`.
@@ -41,6 +45,9 @@ impl Heap {
     /// idle ones up to [`purge::WARM_SHARE`] of the slices in use: a
     /// thread whose live memory churns reuses them soon, and refaulting
     /// them would cost more than they take.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
     unsafe fn purge_idle(h: *mut Heap, now: u64) {
         // SAFETY: the owner manages its segments.
         unsafe {
@@ -76,6 +83,9 @@ impl Heap {
     }
 
     /// Purges the free slices of every segment of the heap, at once.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
     unsafe fn purge_free(h: *mut Heap) {
         // SAFETY: the owner manages its segments.
         unsafe {
@@ -91,6 +101,10 @@ impl Heap {
 
     /// Releases every empty page (also the one a class keeps while its
     /// thread runs) and every segment without pages.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap, and nothing else holds
+    /// its pages (remote frees drained, quarantine flushed).
     unsafe fn release_empty(h: *mut Heap) {
         // SAFETY: the owner manages its pages and segments.
         unsafe {
@@ -131,6 +145,7 @@ impl Heap {
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);
+            Heap::verify_all(h);
         }
     }
 

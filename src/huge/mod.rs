@@ -50,6 +50,10 @@ use crate::sys::{self, PAGE_SIZE};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+mod invariants;
+
+pub use invariants::check_cache;
+
 /// Blocks whose mapping is larger than this are unmapped when freed: a
 /// program rarely frees and reallocates such blocks in a loop, and keeping
 /// them would hold on to a lot of memory for one block.

@@ -251,6 +251,7 @@ impl InstanceState {
         {
             self.collect_abandoned(self.tls.load(Ordering::Relaxed), now, false);
         }
+        self.verify();
     }
 
     /// Collects every heap whose owner is gone (see the module docs).
@@ -287,7 +288,8 @@ impl InstanceState {
                     hr.epoch.load(Ordering::Relaxed) == epoch && !sys::thread_alive(owner)
                 };
             if candidate {
-                self.collect_one(h, owner, me, tls, now);
+                // SAFETY: `h` is on the registry.
+                unsafe { self.collect_one(h, owner, me, tls, now) };
             }
             h = hr.next_heap;
         }
@@ -297,8 +299,11 @@ impl InstanceState {
     /// Claims heap `h` from `owner` (0 or an exited thread), collects it
     /// and leaves it unowned; without `tls` only if no live thread can be
     /// using it (see the module docs).
-    fn collect_one(&self, h: *mut Heap, owner: u32, me: u32, tls: bool, now: u64) {
-        // SAFETY: registry heaps live as long as the instance.
+    ///
+    /// # Safety
+    /// `h` is a heap on this instance's registry.
+    unsafe fn collect_one(&self, h: *mut Heap, owner: u32, me: u32, tls: bool, now: u64) {
+        // SAFETY: per contract; registry heaps live as long as the instance.
         let hr = unsafe { &*h };
         if !tls && owner != 0 {
             let tp = hr.owner.tp.load(Ordering::Relaxed);

@@ -52,6 +52,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 mod heaps;
+mod invariants;
 mod teardown;
 mod tp_table;
 
@@ -185,7 +186,7 @@ impl InstanceState {
     // ---- heaps without `tls` ---------------------------------------
 
     /// Without `tls`: the calling thread's heap, or the empty heap (see
-    /// [`TpTable::get`]).
+    /// `TpTable::get`).
     #[inline(always)]
     pub fn tp_heap(&self) -> *mut Heap {
         self.tp_table.get()

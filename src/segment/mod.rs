@@ -94,6 +94,15 @@ pub fn segment_of(p: *mut u8) -> *mut SegmentHeader {
 /// block address with a shift and a mask. Slice 0 holds no page; its place
 /// is taken by the fields before `pages` (whose [`SegmentHeader::owner`]
 /// doubles as entry 0's [`Page::tag`]).
+///
+/// Invariants (checked by [`Segment::check`]):
+/// - slice 0 is never free and always dirty; `lazy_slices` are free and
+///   dirty; `purge_mark` holds only free slices;
+/// - the used slices are covered by pages: a head entry with
+///   `slice_count == n == page_slices(class)`, `head_of` of its `n` slices
+///   pointing at it, inner entries with the head's `block_size`, no
+///   `slice_count` and the slow tag; `reserved` is what fits in `n` slices;
+/// - a free slice's entry is empty; `pages_in_use` counts the heads.
 #[repr(C)]
 pub struct Segment {
     /// Common prefix; `kind == Kind::Small`.
@@ -194,9 +203,12 @@ impl Segment {
     }
 
     /// The segment's base address.
+    ///
+    /// # Safety
+    /// `seg` is a segment (so never null).
     #[inline]
-    pub fn base(seg: *mut Segment) -> NonNull<u8> {
-        // SAFETY: segments are never at address 0.
+    pub unsafe fn base(seg: *mut Segment) -> NonNull<u8> {
+        // SAFETY: per contract.
         unsafe { NonNull::new_unchecked(seg.cast()) }
     }
 
@@ -363,6 +375,73 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// Re-checks the segment's slice bookkeeping (the invariants listed on
+    /// [`Segment`]); returns a description of the first violation. Does not
+    /// walk the pages' free lists: that is [`Page::check`], for the owner.
+    ///
+    /// # Safety
+    /// `seg` is a small segment whose metadata nobody else changes
+    /// meanwhile (its heap's thread, or the store's lock for a cached one).
+    pub unsafe fn check(seg: *mut Segment) -> Result<(), &'static str> {
+        // SAFETY: per contract.
+        let s = unsafe { &*seg };
+        if s.header.kind != Kind::Small as u32 {
+            return Err("segment: kind is not Small");
+        }
+        if s.free_slices & 1 != 0 || s.dirty_slices & 1 == 0 {
+            return Err("segment: the metadata slice is marked free or clean");
+        }
+        if s.lazy_slices & !(s.free_slices & s.dirty_slices) != 0 {
+            return Err("segment: a lazily purged slice is in use or clean");
+        }
+        if s.purge_mark & !s.free_slices != 0 {
+            return Err("segment: a slice marked for purging is in use");
+        }
+        let mut pages = 0;
+        let mut i = 1;
+        while i < SLICES {
+            // SAFETY: `0 < i < SLICES`.
+            let e = unsafe { &*Segment::entry(seg, i) };
+            if s.free_slices & (1 << i) != 0 {
+                if e.slice_count != 0 || e.in_queue() {
+                    return Err("segment: a free slice has a page entry");
+                }
+                i += 1;
+                continue;
+            }
+            let n = e.slice_count as usize;
+            if n == 0 || i + n > SLICES || e.class as usize >= crate::size_class::CLASS_COUNT {
+                return Err("segment: a used slice does not start a page");
+            }
+            let bs = class_size(e.class as usize);
+            if e.block_size as usize != bs
+                || e.reserved as usize != n * SLICE_SIZE / bs
+                || e.capacity > e.reserved
+                || n != page_slices(e.class as usize)
+            {
+                return Err("segment: page geometry does not match its class");
+            }
+            for j in i..i + n {
+                // SAFETY: `0 < j < SLICES`.
+                let f = unsafe { &*Segment::entry(seg, j) };
+                if s.free_slices & (1 << j) != 0 || s.head_of[j] as usize != i {
+                    return Err("segment: a page's slices are free or point elsewhere");
+                }
+                if j > i && (f.slice_count != 0 || f.block_size != e.block_size || f.in_queue()) {
+                    return Err("segment: a page's inner slice entry is wrong");
+                }
+            }
+            pages += 1;
+            i += n;
+        }
+        if pages != s.pages_in_use {
+            return Err("segment: pages_in_use does not count its pages");
+        }
+        Ok(())
+    }
+}
+
 /// Whether the segment containing a block is a small one (else huge).
 ///
 /// # Safety
@@ -373,11 +452,15 @@ pub unsafe fn is_small(seg: *mut SegmentHeader) -> bool {
     unsafe { (*seg).kind == Kind::Small as u32 }
 }
 
-/// Loads the owner of a segment (relaxed: only the owner ever changes it
-/// while blocks of the segment are live, and a non-owner only compares).
+/// Loads the owner of a segment (acquire: pairs with the release store of
+/// a heap that takes the segment, so its pages are seen set up).
+///
+/// # Safety
+/// `seg` is the header of a mapped segment: the segment of a live block,
+/// or one the caller owns.
 #[inline(always)]
-pub fn owner_of(seg: *mut SegmentHeader) -> *mut Owner {
-    // SAFETY: callers pass the segment of a live block.
+pub unsafe fn owner_of(seg: *mut SegmentHeader) -> *mut Owner {
+    // SAFETY: per contract the header is mapped.
     unsafe { (*seg).owner.load(Ordering::Acquire) }
 }
 
@@ -394,6 +477,83 @@ mod tests {
             assert!(n * SLICE_SIZE / class_size(c) >= 1, "class {c}");
         }
         assert_eq!(page_slices(0), 1);
+    }
+
+    /// A fresh segment mapping, unmapped on drop.
+    struct Scratch(NonNull<u8>);
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            // SAFETY: ours, mapped by `scratch`.
+            unsafe { crate::os::unmap(self.0, SEGMENT_SIZE) }
+        }
+    }
+    fn scratch() -> (Scratch, *mut Segment) {
+        let base = crate::os::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE).unwrap();
+        // SAFETY: fresh, aligned, ours.
+        let seg = unsafe { Segment::init(base, 1, Keys { k: 0 }, 0) };
+        (Scratch(base), seg)
+    }
+
+    #[test]
+    fn segment_check_finds_broken_slice_bookkeeping() {
+        let (_m, seg) = scratch();
+        // SAFETY: the segment is ours; every corruption is undone.
+        unsafe {
+            assert_eq!(Segment::check(seg), Ok(()));
+            let c = crate::size_class::class_of(20_000); // a multi-slice class
+            let n = page_slices(c);
+            assert!(n > 1);
+            let head = (*seg).find_span(n).unwrap();
+            let page = Segment::setup_page(seg, head, n, c);
+            assert_eq!(Segment::check(seg), Ok(()));
+
+            (*seg).pages_in_use += 1;
+            assert!(Segment::check(seg).unwrap_err().contains("pages_in_use"));
+            (*seg).pages_in_use -= 1;
+
+            (*seg).head_of[head + 1] = 0;
+            assert!(Segment::check(seg).unwrap_err().contains("point elsewhere"));
+            (*seg).head_of[head + 1] = head as u8;
+
+            (*seg).lazy_slices |= 1 << head;
+            assert!(Segment::check(seg).unwrap_err().contains("lazily"));
+            (*seg).lazy_slices = 0;
+
+            (*page).reserved += 1;
+            assert!(Segment::check(seg).unwrap_err().contains("geometry"));
+            (*page).reserved -= 1;
+
+            assert!(Segment::release_page(page));
+            assert_eq!(Segment::check(seg), Ok(()));
+        }
+    }
+
+    #[test]
+    fn page_check_finds_broken_free_lists() {
+        let (_m, seg) = scratch();
+        // SAFETY: the segment is ours; every corruption is undone.
+        unsafe {
+            let page = Segment::setup_page(seg, 1, 1, 2);
+            let keys = (*page).keys;
+            assert_eq!((*page).extend(8), 8);
+            assert_eq!((*page).check(), Ok(()));
+            let first = (*page).free;
+            let mut last = first;
+            while !Block::next(last, keys).is_null() {
+                last = Block::next(last, keys);
+            }
+            // A cycle: the last block links back to the first.
+            Block::set_next(last, first, keys);
+            assert!((*page).check().unwrap_err().contains("cycle"));
+            // A pointer into the middle of a block.
+            Block::set_next(last, first.cast::<u8>().add(8).cast(), keys);
+            assert!((*page).check().unwrap_err().contains("not a block"));
+            Block::set_next(last, ptr::null_mut(), keys);
+            assert_eq!((*page).check(), Ok(()));
+            // A block counted as both handed out and freed.
+            (*page).used += 1;
+            assert!((*page).check().is_err());
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct Page {
     /// queue, else [`slow_tag`]: the free fast path compares it with the
     /// calling thread's heap, which tests ownership, "not full" and "first
     /// slice of its page" in one compare. Written by the owner, read by any
-    /// thread. At the same offset as [`SegmentHeader::owner`], so the
+    /// thread. At the same offset as [`SegmentHeader::owner`](super::SegmentHeader::owner), so the
     /// (never used) entry of slice 0 reads as the segment's owner: for a
     /// huge segment, [`HUGE_OWNER`](super::owner::HUGE_OWNER), which is nobody's heap.
     pub tag: AtomicPtr<Owner>,

@@ -26,6 +26,7 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
+mod invariants;
 mod spans;
 
 pub use spans::{HugeCache, Span};
@@ -116,7 +117,12 @@ impl Cached {
             self.count -= 1;
         }
         self.segments[self.count] = seg;
-        self.since[self.count] = now;
+        // Threads read the clock before taking the lock, so `now` may be
+        // a little older than the newest entry's: keep the order.
+        self.since[self.count] = match self.count {
+            0 => now,
+            n => now.max(self.since[n - 1]),
+        };
         self.count += 1;
         evicted
     }
@@ -287,7 +293,8 @@ impl SegmentStore {
     /// On refusal the store first unmaps its caches (cached segments and
     /// huge blocks, still counted) and tries again; then it counts a
     /// failure, calls the limit hook and answers `ENOMEM`. The caller must
-    /// not hold the store's lock (see [`SegmentStore::commit_locked`]).
+    /// not hold the store's lock: draining takes it. (Memory written under
+    /// the lock is counted with [`SegmentStore::commit_written`].)
     pub(crate) fn commit(&self, bytes: usize) -> Result<(), Errno> {
         if self.try_commit(bytes) {
             return Ok(());
@@ -435,6 +442,7 @@ impl SegmentStore {
                 self.unmap_segment(old);
             }
         }
+        self.verify();
     }
 
     /// Purges the cached segments idle for the purge delay and unmaps
@@ -479,6 +487,7 @@ impl SegmentStore {
             // SAFETY: removed from the cache, so nobody else has it.
             unsafe { self.unmap_segment(seg) };
         }
+        self.verify();
     }
 
     /// Unmaps an idle small segment, with its accounting.

@@ -97,6 +97,9 @@ impl Span {
 }
 
 /// The cached spans of one instance (behind the store's lock).
+///
+/// Invariants (checked by [`HugeCache::check`], and by the store's check
+/// for what lies in memory): see there.
 pub struct HugeCache {
     spans: [Span; SPANS],
     count: usize,
@@ -148,8 +151,41 @@ impl HugeCache {
             .sum()
     }
 
-    fn live(&self) -> &[Span] {
+    /// The cached spans.
+    pub fn live(&self) -> &[Span] {
         &self.spans[..self.count]
+    }
+
+    /// Re-checks the cache's bookkeeping: at most [`SPANS`] spans, whole
+    /// segments each, none overlapping another, `committed` within the
+    /// span, and `bytes` their total. (That each span starts with a huge
+    /// header that is not live and spans it is the store's to check: this
+    /// module does not read memory.)
+    pub fn check(&self, segment: usize) -> Result<(), &'static str> {
+        if self.count > SPANS {
+            return Err("span cache: more spans than slots");
+        }
+        let spans = self.live();
+        let mut total = 0;
+        for (i, s) in spans.iter().enumerate() {
+            if s.len == 0 || s.base % segment != 0 || s.len % segment != 0 {
+                return Err("span cache: a span is not whole segments");
+            }
+            if s.committed > s.len {
+                return Err("span cache: a span has more committed than its length");
+            }
+            if spans[..i]
+                .iter()
+                .any(|t| t.base < s.end() && s.base < t.end())
+            {
+                return Err("span cache: two spans overlap");
+            }
+            total += s.len;
+        }
+        if total != self.bytes {
+            return Err("span cache: the byte count is off");
+        }
+        Ok(())
     }
 
     fn remove(&mut self, i: usize) -> Span {

@@ -357,7 +357,9 @@ pub struct Dyn {
     pub realloc: unsafe fn(*mut u8, Layout, usize) -> *mut u8,
     pub usable_size: unsafe fn(*mut u8) -> usize,
     pub owns: fn(*const u8) -> bool,
-    pub check_heap: fn() -> Result<(), &'static str>,
+    /// `InstanceExt::check`: the instance's shared structures and the
+    /// calling thread's heap.
+    pub check: fn() -> Result<(), &'static str>,
     pub stats: fn() -> Stats,
     pub trim: fn(),
 }
@@ -387,28 +389,29 @@ pub fn dyn_of<I: GlobalAlloc + InstanceExt + Default>(name: &'static str) -> Dyn
         realloc: realloc::<I>,
         usable_size: usable_size::<I>,
         owns: |p| I::default().owns(p),
-        check_heap: || I::default().check_heap(),
+        check: || I::default().check(),
         stats: || I::default().stats(),
         trim: || I::default().trim(),
     }
 }
 
 impl Dyn {
-    /// Panics with the instance's name unless the calling thread's heap is
-    /// consistent.
+    /// Panics with the instance's name unless the instance and the calling
+    /// thread's heap are consistent (`InstanceExt::check`).
     #[track_caller]
     pub fn assert_heap_ok(&self, when: &str) {
-        if let Err(e) = (self.check_heap)() {
-            panic!("{}: check_heap failed {when}: {e}", self.name);
+        if let Err(e) = (self.check)() {
+            panic!("{}: check failed {when}: {e}", self.name);
         }
     }
 }
 
-/// Panics unless the calling thread's heap of instance `I` is consistent.
+/// Panics unless instance `I` and the calling thread's heap of it are
+/// consistent (`InstanceExt::check`).
 #[track_caller]
 pub fn assert_heap_ok<I: InstanceExt>(i: I, when: &str) {
-    if let Err(e) = i.check_heap() {
-        panic!("check_heap failed {when}: {e}");
+    if let Err(e) = i.check() {
+        panic!("check failed {when}: {e}");
     }
 }
 
