@@ -162,20 +162,10 @@ fn main() {
             Scratch.owns(p)
         );
     }
-    let maps = [mappings(Global), mappings(Cache), mappings(Scratch)];
-    let mut overlaps = 0;
-    for a in 0..3 {
-        for b in a + 1..3 {
-            for &(x, xl) in &maps[a] {
-                for &(y, yl) in &maps[b] {
-                    if x < y + yl && y < x + xl {
-                        overlaps += 1;
-                    }
-                }
-            }
-        }
-    }
-    println!("  overlapping mappings between instances: {overlaps}");
+    println!(
+        "  overlapping mappings between instances: {}",
+        overlaps(&[mappings(Global), mappings(Cache), mappings(Scratch)])
+    );
 
     // 3. Freeing one subsystem's memory leaves the others untouched, and
     // comes back to the kernel without a `trim()`: Scratch's blocks were
@@ -206,6 +196,27 @@ fn main() {
     drop((index, big));
 
     // 4. A quick speed comparison (the full suite is in bench/).
+    compare_speed();
+}
+
+/// How many mappings of one instance overlap a mapping of another.
+fn overlaps(maps: &[Vec<(usize, usize)>]) -> usize {
+    let mut n = 0;
+    for (a, ma) in maps.iter().enumerate() {
+        for mb in &maps[a + 1..] {
+            for &(x, xl) in ma {
+                n += mb
+                    .iter()
+                    .filter(|&&(y, yl)| x < y + yl && y < x + xl)
+                    .count();
+            }
+        }
+    }
+    n
+}
+
+/// Small-block throughput of an emma instance against glibc's malloc.
+fn compare_speed() {
     println!(
         "\nsmall-block throughput: each thread allocates 1000 blocks of 8-512 bytes, \
          then frees them, over and over\n(million allocations + frees per second, best of \

@@ -1,4 +1,4 @@
-//! Isolation in one process (ring 3 of STYLE.md §9, after snmalloc's
+//! Isolation in one process (after snmalloc's
 //! `two_alloc_types`): three instances — one of them the
 //! `#[global_allocator]` — used concurrently from several threads
 //! - never map overlapping memory, and every mapping they report is really

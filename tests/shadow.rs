@@ -1,5 +1,5 @@
-//! Seeded random programs checked against a shadow model (ring 2 of
-//! STYLE.md §9, after rlsf's `ShadowAllocator`).
+//! Seeded random programs checked against a shadow model (after rlsf's
+//! `ShadowAllocator`).
 //!
 //! A xorshift PRNG drives `alloc`, `alloc_zeroed`, `realloc` and `dealloc`
 //! with skewed random sizes (mostly small, sometimes huge) and alignments
@@ -11,7 +11,7 @@
 //! - a block is not owned by its instance, or is owned by another one;
 //! - a block lost its contents (each block carries a pattern of its own,
 //!   verified at every realloc and free), or `alloc_zeroed` is not zero;
-//! - `check_heap` finds a broken heap (called periodically);
+//! - `check` finds a broken heap or instance (called periodically);
 //! - freeing everything and trimming leaves anything mapped but the heap
 //!   metadata (pages, segments, huge blocks).
 //!

@@ -1,4 +1,4 @@
-//! Multithreaded stress (ring 3 of STYLE.md §9, after mimalloc's
+//! Multithreaded stress (after mimalloc's
 //! `test-stress.c`): more threads than cores allocate, hand blocks to each
 //! other through shared slots and free them wherever they land; threads are
 //! torn down and recreated in waves while the blocks they left in the slots

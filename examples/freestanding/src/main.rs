@@ -461,8 +461,23 @@ extern "C" fn entry(sp: *const usize) -> ! {
         panic!("asked to panic");
     }
 
-    // A sieve in a Vec.
-    let n = 2_000_000;
+    let primes = sieve(2_000_000);
+    count_endings(&primes);
+    grow_buffer();
+    threads_and_cross_frees();
+
+    let s = Heap.stats();
+    println!(
+        "emma: {} heaps, {} MiB mapped at peak",
+        s.heaps,
+        s.peak_mapped >> 20
+    );
+    println!("freestanding: OK");
+    exit_group(0)
+}
+
+/// A sieve in a Vec; returns the primes below `n`.
+fn sieve(n: usize) -> Vec<u32> {
     let mut composite = alloc::vec![false; n];
     let mut primes = Vec::new();
     for i in 2..n {
@@ -480,17 +495,21 @@ extern "C" fn entry(sp: *const usize) -> ! {
         primes.len(),
         primes[primes.len() - 1]
     );
-    drop(composite);
+    primes
+}
 
-    // Word counts in a BTreeMap, keys made with format!.
+/// Word counts in a BTreeMap, keys made with format!.
+fn count_endings(primes: &[u32]) {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for p in &primes {
+    for p in primes {
         *counts.entry(format!("ends-in-{}", p % 10)).or_default() += 1;
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("{}", summary.join(" "));
+}
 
-    // A buffer grown to 64 MiB by reallocation (huge blocks, mremap).
+/// A buffer grown to 64 MiB by reallocation (huge blocks, mremap).
+fn grow_buffer() {
     let mut big: Vec<u64> = Vec::new();
     for i in 0..(8u64 << 20) {
         big.push(i);
@@ -500,9 +519,10 @@ extern "C" fn entry(sp: *const usize) -> ! {
         "grown buffer: {} MiB, sample sum {sum}",
         (big.len() * 8) >> 20
     );
-    drop(big);
+}
 
-    // Four threads, each on its own heap; the main thread frees their maps.
+/// Four threads, each on its own heap; the main thread frees their maps.
+fn threads_and_cross_frees() {
     let threads: Vec<Thread> = (0..4).map(|t| spawn(worker, t, 256 << 10)).collect();
     for t in threads {
         t.join();
@@ -517,13 +537,4 @@ extern "C" fn entry(sp: *const usize) -> ! {
         total += m.values().map(String::len).sum::<usize>();
     }
     println!("threads: 4 maps, {total} bytes of strings, freed by the main thread");
-
-    let s = Heap.stats();
-    println!(
-        "emma: {} heaps, {} MiB mapped at peak",
-        s.heaps,
-        s.peak_mapped >> 20
-    );
-    println!("freestanding: OK");
-    exit_group(0)
 }
