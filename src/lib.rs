@@ -119,6 +119,7 @@ mod api;
 pub mod c;
 mod check;
 mod fatal;
+mod global;
 mod harden;
 mod heap;
 mod huge;
@@ -167,8 +168,6 @@ pub use store::LimitHook;
 /// ```
 #[cfg(feature = "allocator-api2")]
 pub use allocator_api2;
-
-use core::alloc::Layout;
 
 /// Methods every instance type has (through [`Instance`], which
 /// [`emma_instance!`] implements).
@@ -571,39 +570,9 @@ pub mod __private {
     pub use ::allocator_api2;
     pub use paste::paste;
 
-    use super::*;
-
-    /// `GlobalAlloc::alloc`.
-    #[inline(always)]
-    pub fn global_alloc<I: Instance>(l: Layout) -> *mut u8 {
-        check::global_layout(l.size());
-        api::alloc::<I>(l.size(), l.align())
-    }
-
-    /// `GlobalAlloc::alloc_zeroed`.
-    #[inline(always)]
-    pub fn global_alloc_zeroed<I: Instance>(l: Layout) -> *mut u8 {
-        check::global_layout(l.size());
-        api::alloc_zeroed::<I>(l.size(), l.align())
-    }
-
-    /// `GlobalAlloc::dealloc`.
-    ///
-    /// # Safety
-    /// The `GlobalAlloc::dealloc` contract.
-    #[inline(always)]
-    pub unsafe fn global_dealloc<I: Instance>(p: *mut u8, l: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { api::dealloc::<I>(p, l.size(), l.align()) }
-    }
-
-    /// `GlobalAlloc::realloc`.
-    ///
-    /// # Safety
-    /// The `GlobalAlloc::realloc` contract.
-    #[inline(always)]
-    pub unsafe fn global_realloc<I: Instance>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { api::realloc::<I>(p, Some((l.size(), l.align())), new_size) }
-    }
+    // The `GlobalAlloc` impl's one-line forwarders.
+    pub use crate::global::{
+        alloc as global_alloc, alloc_zeroed as global_alloc_zeroed, dealloc as global_dealloc,
+        realloc as global_realloc,
+    };
 }

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["harden"],
     &["check", "stats"],
     &["api"],
-    &["c", "allocator"],
+    &["c", "allocator", "global"],
     &["macros"],
 ];
 
