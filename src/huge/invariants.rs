@@ -12,30 +12,50 @@
 use super::*;
 
 impl HugeHeader {
-    /// Re-checks the header of a mapping; `live` says whether it should
-    /// hold a live block. Returns a description of the first violation.
-    pub fn check(&self, live: bool) -> Result<(), &'static str> {
-        let base = self as *const Self as usize;
+    /// Re-checks what any thread may check of a mapping's header at any
+    /// time (with the store's lock held): its kind, and that the mapping
+    /// is whole segments. Returns a description of the first violation.
+    pub fn check(&self) -> Result<(), &'static str> {
         if self.header.kind != Kind::Huge as u32 {
             return Err("huge header: kind is not Huge");
         }
         if self.map_len == 0 || !self.map_len.is_multiple_of(SEGMENT_SIZE) {
             return Err("huge header: the mapping is not whole segments");
         }
-        if self.live.load(Ordering::Relaxed) != live {
-            return Err("huge header: live flag is wrong");
+        Ok(())
+    }
+
+    /// Re-checks the header of a live huge block: [`HugeHeader::check`],
+    /// the live flag, and the block's place (after the header's lead
+    /// pages, at most one segment after the header, aligned as requested,
+    /// inside the mapping). For the block's owner: another thread may be
+    /// rewriting the header of a span it is taking from the cache.
+    pub fn check_live(&self) -> Result<(), &'static str> {
+        self.check()?;
+        if !self.live.load(Ordering::Relaxed) {
+            return Err("huge header: a live block is not marked live");
         }
-        if live {
-            let off = (self.block as usize).wrapping_sub(base);
-            if !(LEAD_PAGES * PAGE_SIZE..=SEGMENT_SIZE).contains(&off)
-                || off >= self.map_len
-                || !self.align.is_power_of_two()
-                || !(self.block as usize).is_multiple_of(self.align.min(SEGMENT_SIZE))
-            {
-                return Err("huge header: the block is misplaced");
-            }
+        let off = (self.block as usize).wrapping_sub(self as *const Self as usize);
+        if !(LEAD_PAGES * PAGE_SIZE..=SEGMENT_SIZE).contains(&off)
+            || off >= self.map_len
+            || !self.align.is_power_of_two()
+            || !(self.block as usize).is_multiple_of(self.align.min(SEGMENT_SIZE))
+        {
+            return Err("huge header: the block is misplaced");
         }
         Ok(())
+    }
+}
+
+/// [`HugeHeader::check_live`] in builds with debug assertions, aborting
+/// with the violation's description; nothing otherwise. For the thread
+/// freeing or resizing the block.
+#[inline]
+pub(super) fn verify_live(h: &HugeHeader) {
+    if cfg!(debug_assertions) {
+        if let Err(what) = h.check_live() {
+            crate::fatal::fatal(what, h.block);
+        }
     }
 }
 
@@ -48,7 +68,10 @@ pub fn check_cache(store: &SegmentStore) -> Result<(), &'static str> {
         // SAFETY: a cached span's header page stays mapped and readable
         // (purges and the quarantine's protection skip it).
         let h = unsafe { &*(s.base as *const HugeHeader) };
-        h.check(false)?;
+        h.check()?;
+        if h.live.load(Ordering::Relaxed) {
+            return Err("span cache: a cached span's header is live");
+        }
         if h.map_len != s.len {
             return Err("span cache: a span's header has another length");
         }

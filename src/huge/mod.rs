@@ -321,6 +321,9 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
 pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
     let (base, len, align) = unsafe {
+        if !keys::ENABLED {
+            invariants::verify_live(&*h);
+        }
         if !(*h).live.swap(false, Ordering::Relaxed) && keys::ENABLED {
             keys::corrupted("double free of a huge block", (*h).block);
         }
@@ -478,8 +481,10 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
 /// `h` is the header of a live huge block owned by the caller.
 pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize) -> *mut u8 {
     // SAFETY: per contract.
-    let (seg, map_len, align, block) =
-        unsafe { (h as usize, (*h).map_len, (*h).align, (*h).block) };
+    let (seg, map_len, align, block) = unsafe {
+        invariants::verify_live(&*h);
+        (h as usize, (*h).map_len, (*h).align, (*h).block)
+    };
     let off = block as usize - seg;
     let Some(need) = new_size.checked_add(off).and_then(chunk_align) else {
         return ptr::null_mut();

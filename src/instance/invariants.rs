@@ -7,8 +7,9 @@
 //! Every chunk the segment map records as a header starts with a
 //! [`SegmentHeader`] naming this instance, of a known kind; a huge one
 //! passes [`HugeHeader::check`]. The one exception is a mapping that
-//! another thread has just recorded and not yet initialised: its header
-//! still reads as zero.
+//! another thread has just recorded and not yet initialised (headers of
+//! fresh mappings are written after they are recorded, outside the lock):
+//! what is not yet written reads as zero.
 
 use super::*;
 use crate::huge::{self, HugeHeader};
@@ -29,14 +30,14 @@ impl InstanceState {
             // the lock keeps it mapped.
             r = unsafe {
                 match (*h).kind {
-                    // Mapped and recorded, header not yet written (the
-                    // mapping is fresh: it reads as zero).
-                    0 if (*h).instance == 0 => Ok(()),
+                    // Mapped and recorded, header not yet (fully) written:
+                    // the mapping was fresh, so what is not written reads
+                    // as zero. (In a fork child it may stay so: the thread
+                    // that was writing it is gone.)
+                    _ if (*h).instance == 0 => Ok(()),
+                    0 if (*h).instance == id => Ok(()),
                     _ if (*h).instance != id => Err("a mapping's header names another instance"),
-                    k if k == Kind::Huge as u32 => {
-                        let hh = &*(h as *const HugeHeader);
-                        hh.check(hh.live.load(Ordering::Relaxed))
-                    }
+                    k if k == Kind::Huge as u32 => (*(h as *const HugeHeader)).check(),
                     k if k == Kind::Small as u32 || k == Kind::Zero as u32 => Ok(()),
                     _ => Err("a mapping of the instance has no valid header"),
                 }
