@@ -11,7 +11,7 @@
 //! cache. Once huge frees pause for [`WARM_DELAYS`] purge delays, all of
 //! it is purged and the peak starts afresh.
 
-use super::{count, huge_pages, init, HugeHeader, HUGE_PAGE};
+use super::{count, init, HugeHeader, HUGE_PAGE};
 use crate::keys;
 use crate::os::{self, align_up, Purged};
 use crate::segment::SEGMENT_SIZE;
@@ -73,17 +73,19 @@ pub(super) fn alloc_cached(
         return None;
     }
     count(store, s.len, true);
+    if faults {
+        // Memory was committed again: the warm spans make room for it.
+        maintain(store, crate::sys::monotonic_ns());
+    }
     // SAFETY: the span left the cache: idle, mapped, ours.
     let base = unsafe { NonNull::new_unchecked(s.base as *mut u8) };
     if faults {
-        // Purged pages will be faulted back in: as huge pages where
-        // possible (the advice may have been lost with a split). Where a
-        // header page stayed (at the start of every span that was cached
-        // on its own), its 2 MiB would fault back in 4 KiB at a time even
-        // so: those are made huge pages now, in one call (huge pages
-        // already in place are left as they are).
+        // Purged pages fault back in as huge pages (the mapping is advised
+        // so), but where a header page stayed (at the start of every span
+        // that was cached on its own), its 2 MiB would fault back in
+        // 4 KiB at a time: those are made huge pages now, in one call
+        // (huge pages already in place are left as they are).
         let end = s.base + super::block_offset(align) + size;
-        huge_pages(base, end);
         let whole = (end & !(HUGE_PAGE - 1)).saturating_sub(s.base);
         if whole > 0 {
             // SAFETY: whole huge pages of the span, covered by the block.

@@ -28,12 +28,15 @@
 //! too large, or on `trim`. The clock is read only here, on paths that
 //! already make a system call or move megabytes.
 //!
-//! The parts of a mapping that its header and block cover whole are
-//! advised to use transparent huge pages: a block of several MiB filled
-//! by the program then costs a page fault per 2 MiB instead of per 4 KiB
-//! (the 2 MiB still have to be zeroed, but the faults were most of the
-//! cost). The tail of the block past the last 2 MiB boundary keeps small
-//! pages, so no page is resident that the block does not cover.
+//! Huge mappings are advised to use transparent huge pages: a block of
+//! several MiB filled by the program then costs a page fault per 2 MiB
+//! instead of per 4 KiB (the 2 MiB still have to be zeroed, but the
+//! faults were most of the cost). The cost: touching the block's last
+//! bytes makes the whole 2 MiB page around them resident, up to 2 MiB
+//! past the block's end, still within the whole 4 MiB chunks that the
+//! `committed` statistic (and the limit) count for it. The advice covers
+//! whole mappings, never part of one: a mapping split into kernel
+//! mappings (VMAs) of different flags could not be moved by `mremap`.
 //!
 //! With `hardened`, freed spans are never reused: each (up to
 //! [`CACHE_BLOCK_MAX`] and not over-aligned; others are unmapped, as
@@ -104,14 +107,6 @@ fn block_offset(align: usize) -> usize {
 
 /// Transparent huge pages are this large (x86_64).
 const HUGE_PAGE: usize = 2 << 20;
-
-/// Advises huge pages for the 2 MiB pages of the mapping at `base` that
-/// lie below `block_end`: the header and the block cover them whole.
-fn huge_pages(base: NonNull<u8>, block_end: usize) {
-    let len = (block_end & !(HUGE_PAGE - 1)).saturating_sub(base.as_ptr() as usize);
-    // SAFETY: the range lies in the caller's mapping, below the block's end.
-    unsafe { os::huge_pages(base, len) };
-}
 
 /// With `hardened`, makes the page after a fresh mapping's header a guard.
 fn guard(base: NonNull<u8>) {
@@ -189,11 +184,13 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         store.decommit(need);
         return (ptr::null_mut(), false);
     };
-    // Mapping is slow anyway: a good moment for the cache's upkeep.
-    maintain(store, sys::monotonic_ns());
+    // Mapping is slow anyway: a good moment for the cache's upkeep (with
+    // the new block counted live, so the warm bound shrinks by it).
     count(store, need, true);
+    maintain(store, sys::monotonic_ns());
     guard(base);
-    huge_pages(base, base.as_ptr() as usize + off + size);
+    // SAFETY: fresh mapping of `need` bytes.
+    unsafe { os::huge_pages(base, need) };
     // SAFETY: fresh mapping of `need` bytes.
     (unsafe { init(base, need, align, instance) }, true)
 }
