@@ -151,6 +151,31 @@ pub unsafe fn remap_aligned(
     moved.map(|()| target)
 }
 
+/// Asks for transparent huge pages on `[addr, addr + len)` (a hint: a
+/// kernel without them, or configured never to use them, refuses or
+/// ignores it, and nothing changes).
+///
+/// # Safety
+/// The range is page aligned and owned by the caller.
+pub unsafe fn huge_pages(addr: NonNull<u8>, len: usize) {
+    if len > 0 {
+        // SAFETY: forwarded contract; the advice loses no contents.
+        let _ = unsafe { sys::madvise(addr, len, Advice::HugePage) };
+    }
+}
+
+/// Makes `[addr, addr + len)` (whole huge pages) huge pages at once,
+/// keeping its contents: for a range whose pages were purged but for one,
+/// which the kernel would otherwise fault back in 4 KiB at a time. A hint:
+/// refused (before Linux 6.1, or no huge page free), nothing changes.
+///
+/// # Safety
+/// The range is aligned to huge pages and owned by the caller.
+pub unsafe fn collapse(addr: NonNull<u8>, len: usize) {
+    // SAFETY: forwarded contract; the contents are kept.
+    let _ = unsafe { sys::madvise(addr, len, Advice::Collapse) };
+}
+
 /// Makes the page at `addr` inaccessible (a guard page). Failure is
 /// harmless: the page just stays unguarded.
 ///

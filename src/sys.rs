@@ -43,6 +43,13 @@ pub enum Advice {
     Free = 8,
     /// `MADV_WIPEONFORK`: in a child created by `fork` the range reads as zero.
     WipeOnFork = 18,
+    /// `MADV_HUGEPAGE`: back the range with transparent huge pages where
+    /// the kernel can (2 MiB pages: one fault instead of 512).
+    HugePage = 14,
+    /// `MADV_COLLAPSE` (Linux 6.1): make the range huge pages now, copying
+    /// the pages present (a range after a purge that kept one page would
+    /// otherwise fault back in page by page).
+    Collapse = 25,
 }
 
 /// Maps `len` bytes of fresh, zeroed, private anonymous read-write memory.

@@ -29,6 +29,10 @@ pub enum Advice {
     Free = 8,
     /// Unsupported here (no fork under Miri).
     WipeOnFork = 18,
+    /// A hint with no effect here.
+    HugePage = 14,
+    /// A hint with no effect here.
+    Collapse = 25,
 }
 
 /// Live emulated mappings: (address, length, alignment).
@@ -108,7 +112,7 @@ pub unsafe fn madvise(addr: NonNull<u8>, len: usize, advice: Advice) -> Result<(
     match advice {
         // SAFETY: per contract the range is the caller's.
         Advice::DontNeed => unsafe { addr.as_ptr().write_bytes(0, len) },
-        Advice::Free => {}
+        Advice::Free | Advice::HugePage | Advice::Collapse => {}
         Advice::WipeOnFork => return Err(Errno::EINVAL),
     }
     Ok(())

@@ -21,12 +21,22 @@
 //! loop would otherwise pay a `mmap`, a page fault per 4 KiB and a
 //! `munmap` for every block. Cached spans are split to fit smaller
 //! requests and coalesced with their cached neighbours; they stay warm
-//! while huge blocks keep being freed, are purged once frees pause for
-//! [`WARM_DELAYS`] times the instance's purge delay (or when the warm ones
-//! exceed [`WARM_BYTES_MAX`]) and unmapped after [`COLD_AFTER_DELAYS`]
-//! delays, when the cache is full or over [`CACHE_BYTES_MAX`], or on
-//! `trim`. The clock is read only here, on paths that already make a
-//! system call or move megabytes.
+//! while huge blocks keep being freed, within a bound that follows the
+//! live huge blocks' peak ([`cache`]), are purged once frees pause for
+//! [`cache::WARM_DELAYS`] times the instance's purge delay and unmapped
+//! after [`cache::COLD_AFTER_DELAYS`] delays, when the cache is full or
+//! too large, or on `trim`. The clock is read only here, on paths that
+//! already make a system call or move megabytes.
+//!
+//! Huge mappings are advised to use transparent huge pages: a block of
+//! several MiB filled by the program then costs a page fault per 2 MiB
+//! instead of per 4 KiB (the 2 MiB still have to be zeroed, but the
+//! faults were most of the cost). The cost: touching the block's last
+//! bytes makes the whole 2 MiB page around them resident, up to 2 MiB
+//! past the block's end, still within the whole 4 MiB chunks that the
+//! `committed` statistic (and the limit) count for it. The advice covers
+//! whole mappings, never part of one: a mapping split into kernel
+//! mappings (VMAs) of different flags could not be moved by `mremap`.
 //!
 //! With `hardened`, freed spans are never reused: each (up to
 //! [`CACHE_BLOCK_MAX`] and not over-aligned; others are unmapped, as
@@ -41,6 +51,10 @@
 //!
 //! Growing a huge block moves its pages with `mremap` instead of copying
 //! them.
+
+mod cache;
+
+pub use cache::maintain;
 
 use crate::keys;
 use crate::os::{self, align_up, Purged};
@@ -58,19 +72,6 @@ pub use invariants::check_cache;
 /// program rarely frees and reallocates such blocks in a loop, and keeping
 /// them would hold on to a lot of memory for one block.
 const CACHE_BLOCK_MAX: usize = 32 << 20;
-/// Address space the cache may hold (its purged spans cost no memory).
-const CACHE_BYTES_MAX: usize = 256 << 20;
-/// Memory that warm spans may hold before the oldest is purged early.
-const WARM_BYTES_MAX: usize = 96 << 20;
-/// Warm spans are purged once huge frees have paused for this many purge
-/// delays. Not counted per span: a program that keeps replacing big
-/// buffers reuses its spans some milliseconds apart (more than the delay
-/// when it fills each buffer, or on a loaded machine), and purging them
-/// would only make it fault them back in, page by page; while it goes on,
-/// the warm bound keeps that memory in check.
-const WARM_DELAYS: u64 = 10;
-/// A purged span idle for this many purge delays is unmapped.
-const COLD_AFTER_DELAYS: u64 = 100;
 /// `hardened`: address space the quarantine may hold (no memory: its
 /// spans are emptied).
 const QUARANTINE_BYTES_MAX: usize = 1 << 30;
@@ -107,6 +108,9 @@ fn chunk_align(n: usize) -> Option<usize> {
 fn block_offset(align: usize) -> usize {
     align.clamp(LEAD_PAGES * PAGE_SIZE, SEGMENT_SIZE)
 }
+
+/// Transparent huge pages are this large (x86_64).
+const HUGE_PAGE: usize = 2 << 20;
 
 /// With `hardened`, makes the page after a fresh mapping's header a guard.
 fn guard(base: NonNull<u8>) {
@@ -167,7 +171,7 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
     if align > SEGMENT_SIZE {
         return (alloc_over_aligned(store, size, align, instance), true);
     }
-    if let Some(b) = alloc_cached(store, need, align, instance) {
+    if let Some(b) = cache::alloc_cached(store, need, size, align, instance) {
         return (b, false);
     }
     // The limit counts committed memory; `commit` gives up cached spans
@@ -184,83 +188,15 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
         store.decommit(need);
         return (ptr::null_mut(), false);
     };
-    // Mapping is slow anyway: a good moment for the cache's upkeep.
-    maintain(store, sys::monotonic_ns());
+    // Mapping is slow anyway: a good moment for the cache's upkeep (with
+    // the new block counted live, so the warm bound shrinks by it).
     count(store, need, true);
+    maintain(store, sys::monotonic_ns());
     guard(base);
     // SAFETY: fresh mapping of `need` bytes.
+    unsafe { os::huge_pages(base, need) };
+    // SAFETY: fresh mapping of `need` bytes.
     (unsafe { init(base, need, align, instance) }, true)
-}
-
-/// A block from the span cache: the smallest cached span that fits, split
-/// if larger. Never with `hardened` (quarantined spans are not reused).
-fn alloc_cached(
-    store: &SegmentStore,
-    need: usize,
-    align: usize,
-    instance: usize,
-) -> Option<*mut u8> {
-    if keys::ENABLED {
-        return None;
-    }
-    let g = store.lock();
-    // SAFETY: lock held.
-    let c = unsafe { &mut *store.huge.get() };
-    let mut s = c.take(need)?;
-    if s.len > need {
-        let (front, rest, touched) = s.split(need, PAGE_SIZE);
-        // Recording the rest's chunk as a header cannot fail: its leaf
-        // exists. Should it, the whole span is used.
-        if store.segmap.insert(rest.base, rest.len).is_ok() {
-            // SAFETY: the rest is a cached span of ours, behind the lock.
-            unsafe { write_free_header(rest, instance) };
-            // The rest's new header page is memory in use already.
-            store.commit_written(touched);
-            // A span was just taken, so nothing is evicted.
-            let _ = c.put(rest, false);
-            s = front;
-        }
-    }
-    drop(g);
-    // Purged parts of the span are committed again as they are used.
-    if store.commit(s.len - s.committed).is_err() {
-        store.decommit(s.committed);
-        // SAFETY: the span left the cache: idle, mapped, ours.
-        unsafe { store.unmap(NonNull::new_unchecked(s.base as *mut u8), s.len) };
-        return None;
-    }
-    count(store, s.len, true);
-    // SAFETY: the span left the cache: idle, mapped, ours; its guard page
-    // (with `hardened`) is never cached, so its pages are all writable.
-    Some(unsafe {
-        init(
-            NonNull::new_unchecked(s.base as *mut u8),
-            s.len,
-            align,
-            instance,
-        )
-    })
-}
-
-/// Writes the header of a cached span that has none yet (the rest of a
-/// split): a huge header that is not live, so `for_each_mapping` sees its
-/// length and a stale free into it is caught as one.
-///
-/// # Safety
-/// `s` is a cached span of this store, with the store's lock held.
-unsafe fn write_free_header(s: Span, instance: usize) {
-    // SAFETY: per contract; the header page of a cached span is writable.
-    unsafe {
-        init(
-            NonNull::new_unchecked(s.base as *mut u8),
-            s.len,
-            PAGE_SIZE,
-            instance,
-        );
-        (*(s.base as *mut HugeHeader))
-            .live
-            .store(false, Ordering::Relaxed);
-    }
 }
 
 fn count(store: &SegmentStore, len: usize, up: bool) {
@@ -329,13 +265,14 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         }
         (h as usize, (*h).map_len, (*h).align)
     };
+    let live = store.stats.huge_bytes.load(Ordering::Relaxed);
     count(store, len, false);
     let span = Span {
         base,
         len,
         committed: len,
         since: sys::monotonic_ns(),
-        purged: false,
+        warm: len,
     };
     if len > CACHE_BLOCK_MAX || align > SEGMENT_SIZE {
         // Never kept, not even in quarantine: its addresses go back to the
@@ -346,91 +283,17 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         quarantine(store, span);
         return;
     } else {
-        cache_span(store, span, true);
+        cache::cache_span(store, span, true);
+    }
+    {
+        let _g = store.lock();
+        // SAFETY: lock held.
+        unsafe { (*store.huge.get()).note_live(live) };
     }
     maintain(store, span.since);
     let _g = store.lock();
     // SAFETY: lock held.
     unsafe { (*store.huge.get()).note_free(span.since) };
-}
-
-/// Puts a free span into the cache, merged with its cached neighbours if
-/// `merge`, and unmaps whatever that pushed out.
-fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
-    let evicted = {
-        let _g = store.lock();
-        // SAFETY: lock held.
-        let (merged, evicted) = unsafe { (*store.huge.get()).put(s, merge) };
-        if merged.len != s.len {
-            // SAFETY: the merged span is ours and cached, behind the lock;
-            // its first header survives (purges skip header pages).
-            unsafe { (*(merged.base as *mut HugeHeader)).map_len = merged.len };
-            // The neighbours' chunks are recorded already: cannot fail.
-            let _ = store.segmap.insert(merged.base, merged.len);
-        }
-        evicted
-    };
-    if let Some(v) = evicted {
-        store.release_span(v);
-    }
-}
-
-/// Purges warm spans idle for the purge delay (or over the warm bound)
-/// and unmaps spans cold for much longer or over the cache's bound.
-/// `now` is a recent reading of the monotonic clock.
-pub fn maintain(store: &SegmentStore, now: u64) {
-    if keys::ENABLED {
-        return;
-    }
-    let delay = store.purge_delay_ns();
-    let quiet = delay.saturating_mul(WARM_DELAYS);
-    let cold_before = now.saturating_sub(delay.saturating_mul(COLD_AFTER_DELAYS));
-    loop {
-        let (victim, to_purge) = {
-            let _g = store.lock();
-            // SAFETY: lock held.
-            let c = unsafe { &mut *store.huge.get() };
-            let purge_before = if c.quiet_for(now) >= quiet {
-                now.saturating_sub(quiet)
-            } else {
-                0
-            };
-            match c.pop_victim(CACHE_BYTES_MAX, cold_before) {
-                Some(v) => (Some(v), None),
-                None => (None, c.pop_to_purge(purge_before, WARM_BYTES_MAX)),
-            }
-        };
-        match (victim, to_purge) {
-            (Some(v), _) => store.release_span(v),
-            (None, Some(p)) => purge(store, p),
-            (None, None) => return,
-        }
-    }
-}
-
-/// Gives a warm span's body back to the kernel (its header page stays)
-/// and caches it again as purged. Runs without the lock: the span is out
-/// of the cache meanwhile, so nobody else touches it.
-fn purge(store: &SegmentStore, mut s: Span) {
-    let body = s.len - PAGE_SIZE;
-    // SAFETY: the span is free and ours; the header page is left alone.
-    let done = unsafe {
-        os::purge(
-            NonNull::new_unchecked((s.base + PAGE_SIZE) as *mut u8),
-            body,
-            store.purge_mode(),
-        )
-    };
-    if done != Purged::No {
-        store.stats.purged.fetch_add(body, Ordering::Relaxed);
-    }
-    if done == Purged::Zeroed {
-        store.decommit(s.committed.saturating_sub(PAGE_SIZE));
-        s.committed = s.committed.min(PAGE_SIZE);
-    }
-    // Refused: marked purged all the same, so it is not retried forever.
-    s.purged = true;
-    cache_span(store, s, true);
 }
 
 /// `hardened`: empties a freed span and makes all of it but the header
@@ -457,9 +320,9 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
         store.release_span(s);
         return;
     }
-    s.purged = true;
+    s.warm = 0;
     // Not merged: each span leaves the quarantine on its own turn.
-    cache_span(store, s, false);
+    cache::cache_span(store, s, false);
     loop {
         let v = {
             let _g = store.lock();

@@ -16,10 +16,14 @@
 //! - **warm** until they have been free for the purge delay (reused
 //!   without page faults), then **purged** (the body given back with
 //!   `madvise`, the header page kept), and unmapped when they stay cold
-//!   for much longer, when the cache is full, or on `trim`.
+//!   for much longer, when the cache is full, or on `trim`. A span can be
+//!   partly warm: a span purged in part to keep the warm bytes within
+//!   their bound, or one merged from warm and purged neighbours.
 //!
 //! `committed` is each span's share of the store's `committed` counter, so
-//! that the counter stays exact whatever is split, merged or purged.
+//! that the counter stays exact whatever is split, merged or purged;
+//! `warm` is what the warm bound counts (with `MADV_FREE` a purged page
+//! stays committed until reused, but is no longer warm).
 
 /// Spans the cache holds at most.
 pub const SPANS: usize = 16;
@@ -36,8 +40,9 @@ pub struct Span {
     /// When it was freed (monotonic ns); for a merged span, the older time
     /// of its warm parts.
     pub since: u64,
-    /// Every page but the header page has been given back since.
-    pub purged: bool,
+    /// Bytes not given back since it was freed (0: purged, all but the
+    /// header page). Taken to lie at the front when the span is split.
+    pub warm: usize,
 }
 
 impl Span {
@@ -46,7 +51,7 @@ impl Span {
         len: 0,
         committed: 0,
         since: 0,
-        purged: false,
+        warm: 0,
     };
 
     fn end(&self) -> usize {
@@ -55,9 +60,9 @@ impl Span {
 
     /// One span out of two adjacent ones (`self` first).
     fn merged(self, upper: Span) -> Span {
-        let since = match (self.purged, upper.purged) {
-            (false, true) => self.since,
-            (true, false) => upper.since,
+        let since = match (self.warm > 0, upper.warm > 0) {
+            (true, false) => self.since,
+            (false, true) => upper.since,
             _ => self.since.min(upper.since),
         };
         Span {
@@ -65,7 +70,7 @@ impl Span {
             len: self.len + upper.len,
             committed: self.committed + upper.committed,
             since,
-            purged: self.purged && upper.purged,
+            warm: self.warm + upper.warm,
         }
     }
 
@@ -81,15 +86,18 @@ impl Span {
             let f = self.committed.min(need);
             (f, self.committed - f + page, page)
         };
+        let front_w = self.warm.min(need);
         let front = Span {
             len: need,
             committed: front_c,
+            warm: front_w,
             ..self
         };
         let rest = Span {
             base: self.base + need,
             len: self.len - need,
             committed: rest_c,
+            warm: self.warm - front_w,
             ..self
         };
         (front, rest, touched)
@@ -107,6 +115,9 @@ pub struct HugeCache {
     bytes: usize,
     /// When a huge block was last freed (monotonic ns).
     last_free: u64,
+    /// The most bytes of live huge blocks seen at a free since the cache
+    /// last went quiet: the warm bound follows it.
+    peak_live: usize,
 }
 
 impl HugeCache {
@@ -117,12 +128,32 @@ impl HugeCache {
             count: 0,
             bytes: 0,
             last_free: 0,
+            peak_live: 0,
         }
     }
 
     /// Records a huge free at `now`.
     pub fn note_free(&mut self, now: u64) {
         self.last_free = now;
+    }
+
+    /// Records that `live` bytes of huge blocks were live (just before a
+    /// free).
+    pub fn note_live(&mut self, live: usize) {
+        self.peak_live = self.peak_live.max(live);
+    }
+
+    /// What warm spans may hold while `live` bytes of huge blocks are
+    /// live: what the live blocks fell short of their peak (memory the
+    /// program held a moment ago, so keeping it costs no more than that
+    /// peak), and at least `floor`.
+    pub fn warm_budget(&self, live: usize, floor: usize) -> usize {
+        self.peak_live.saturating_sub(live) + floor
+    }
+
+    /// Starts the peak afresh at `live` (the program went quiet).
+    pub fn reset_peak(&mut self, live: usize) {
+        self.peak_live = live;
     }
 
     /// How long no huge block has been freed, at `now`.
@@ -144,11 +175,7 @@ impl HugeCache {
 
     /// Bytes of cached spans that are not purged (resident, mostly).
     pub fn warm_bytes(&self) -> usize {
-        self.live()
-            .iter()
-            .filter(|s| !s.purged)
-            .map(|s| s.committed)
-            .sum()
+        self.live().iter().map(|s| s.warm).sum()
     }
 
     /// The cached spans.
@@ -196,13 +223,13 @@ impl HugeCache {
         s
     }
 
-    /// Removes and returns the smallest warm span of at least `need`
-    /// bytes, else the smallest purged one: a larger warm span split is
-    /// cheaper than a purged one faulted back in page by page.
+    /// Removes and returns the span of at least `need` bytes that leaves
+    /// the fewest bytes to fault back in, the smallest of those: a larger
+    /// warm span split is cheaper than a purged one faulted back in.
     pub fn take(&mut self, need: usize) -> Option<Span> {
         let i = (0..self.count)
             .filter(|&i| self.spans[i].len >= need)
-            .min_by_key(|&i| (self.spans[i].purged, self.spans[i].len))?;
+            .min_by_key(|&i| (need.saturating_sub(self.spans[i].warm), self.spans[i].len))?;
         Some(self.remove(i))
     }
 
@@ -237,19 +264,25 @@ impl HugeCache {
         if self.bytes > max_bytes {
             return Some(self.remove(oldest));
         }
-        let cold =
-            (0..self.count).find(|&i| self.spans[i].purged && self.spans[i].since < cold_before)?;
+        let cold = (0..self.count)
+            .find(|&i| self.spans[i].warm == 0 && self.spans[i].since < cold_before)?;
         Some(self.remove(cold))
     }
 
-    /// Removes the oldest warm span if it was freed at `before` or earlier, or if
-    /// the warm spans hold more than `max_warm` bytes.
-    pub fn pop_to_purge(&mut self, before: u64, max_warm: usize) -> Option<Span> {
+    /// Removes the oldest warm span if it was freed at `before` or
+    /// earlier (to be purged whole: returned with its length), or if the
+    /// warm spans hold more than `max_warm` bytes (returned with the
+    /// excess, the least to purge).
+    pub fn pop_to_purge(&mut self, before: u64, max_warm: usize) -> Option<(Span, usize)> {
         let i = (0..self.count)
-            .filter(|&i| !self.spans[i].purged)
+            .filter(|&i| self.spans[i].warm > 0)
             .min_by_key(|&i| self.spans[i].since)?;
-        if self.spans[i].since <= before || self.warm_bytes() > max_warm {
-            Some(self.remove(i))
+        let warm = self.warm_bytes();
+        if self.spans[i].since <= before {
+            let s = self.remove(i);
+            Some((s, s.len))
+        } else if warm > max_warm {
+            Some((self.remove(i), warm - max_warm))
         } else {
             None
         }
@@ -274,7 +307,7 @@ mod tests {
             len,
             committed: len,
             since,
-            purged: false,
+            warm: len,
         }
     }
 
@@ -302,7 +335,7 @@ mod tests {
             len: 12 * MIB,
             committed: PAGE,
             since: 0,
-            purged: true,
+            warm: 0,
         };
         let (front, rest, touched) = cold.split(4 * MIB, PAGE);
         assert_eq!(touched, PAGE);
@@ -320,19 +353,47 @@ mod tests {
             len: 4 * MIB,
             committed: PAGE,
             since: 1,
-            purged: true,
+            warm: 0,
         };
         let (m, evicted) = c.put(cold, true);
         assert!(evicted.is_none());
         assert_eq!((m.base, m.len, c.len()), (0, 12 * MIB, 1));
         assert_eq!(m.committed, 8 * MIB + PAGE);
-        assert!(!m.purged, "partly warm spans must still be purged later");
+        assert_eq!(
+            m.warm,
+            8 * MIB,
+            "partly warm spans must still be purged later"
+        );
         assert_eq!(m.since, 5, "the older warm part sets the purge time");
         // Without merging they stay apart.
         let mut d = HugeCache::new();
         d.put(warm(0, 4 * MIB, 0), false);
         d.put(warm(4 * MIB, 4 * MIB, 0), false);
         assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn the_warm_bound_follows_the_live_peak() {
+        let mut c = HugeCache::new();
+        assert_eq!(c.warm_budget(0, 16 * MIB), 16 * MIB);
+        c.note_live(100 * MIB);
+        c.note_live(60 * MIB);
+        assert_eq!(c.warm_budget(70 * MIB, 16 * MIB), 46 * MIB);
+        assert_eq!(c.warm_budget(120 * MIB, 16 * MIB), 16 * MIB);
+        c.reset_peak(10 * MIB);
+        assert_eq!(c.warm_budget(0, 16 * MIB), 26 * MIB);
+    }
+
+    #[test]
+    fn a_split_keeps_the_warm_bytes() {
+        let s = Span {
+            warm: 6 * MIB,
+            ..warm(0, 12 * MIB, 3)
+        };
+        let (front, rest, _) = s.split(4 * MIB, PAGE);
+        assert_eq!((front.warm, rest.warm), (4 * MIB, 2 * MIB));
+        let (front, rest, _) = s.split(8 * MIB, PAGE);
+        assert_eq!((front.warm, rest.warm), (6 * MIB, 0));
     }
 
     #[test]
@@ -350,8 +411,11 @@ mod tests {
         assert_eq!(c.pop_victim(8 * MIB, 0).unwrap().since, 99);
         assert_eq!(c.pop_victim(8 * MIB, 0).unwrap().since, 101);
         assert!(c.pop_to_purge(101, usize::MAX).is_none());
-        assert_eq!(c.pop_to_purge(102, usize::MAX).unwrap().since, 102);
-        assert_eq!(c.pop_to_purge(0, 0).unwrap().since, 103);
+        let (s, n) = c.pop_to_purge(102, usize::MAX).unwrap();
+        assert_eq!((s.since, n), (102, 4 * MIB), "old: purged whole");
+        let (s, n) = c.pop_to_purge(0, 4 * MIB).unwrap();
+        let warm = (SPANS - 3) * 4 * MIB;
+        assert_eq!((s.since, n), (103, warm - 4 * MIB), "over: the excess");
         assert!(c.pop_to_purge(0, usize::MAX).is_none());
     }
 }
