@@ -369,7 +369,8 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
         if !is_small(segment_of(p)) {
             return free_unchecked::<I>(p);
         }
-        p.write_bytes(keys::JUNK, raw.min(keys::JUNK_SPAN));
+        p.cast::<usize>().write(keys::JUNK_WORD);
+        crate::segment::checks::seal_freed(p, raw, keys);
         let h = I::heap();
         if raw > quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);

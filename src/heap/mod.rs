@@ -280,9 +280,10 @@ impl Heap {
                 return core::ptr::null_mut();
             }
             let next = Block::next(b, (*page).keys);
-            checks::check_pop(page, b, next);
+            checks::check_link(page, b, next);
             (*page).free = next;
             checks::clear_link(b);
+            checks::check_junk(page, b, next);
             b.cast()
         }
     }

@@ -9,53 +9,145 @@ mod imp {
     use crate::keys::{corrupted, Keys, JUNK, JUNK_SPAN, JUNK_WORD};
     use crate::segment::{Block, Page};
 
-    /// Fills block `b` of `bs` bytes with [`JUNK`] past its link word, up
-    /// to [`JUNK_SPAN`].
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
+    };
+
+    /// Bytes in each window [`junk_intact`] checks.
+    const WINDOW: usize = 64;
+    /// 16-byte chunks in a window.
+    const CHUNKS: usize = WINDOW / 16;
+
+    /// [`JUNK`] in all 16 bytes of a vector.
+    #[inline(always)]
+    fn junk16() -> __m128i {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        unsafe { _mm_set1_epi8(JUNK as i8) }
+    }
+
+    /// Fills block `b` of `bs` bytes with [`JUNK`] from byte 8 (past its
+    /// link word) to the end of its junk span (`bs` up to [`JUNK_SPAN`]):
+    /// inline 16-byte stores up to two [`WINDOW`]s, a `memset` for the
+    /// middle of larger blocks.
     ///
     /// # Safety
-    /// `b` is a free block of `bs` bytes owned by the caller.
+    /// `b` is a free block of `bs` bytes (16-byte aligned, a multiple of
+    /// 16) owned by the caller.
     #[inline]
     pub unsafe fn seal_freed(b: *mut u8, bs: usize, _keys: Keys) {
-        // SAFETY: per contract the bytes lie in the block.
-        unsafe { b.add(8).write_bytes(JUNK, bs.min(JUNK_SPAN) - 8) };
-    }
-
-    /// Whether bytes `8..bs` of block `b` (up to [`JUNK_SPAN`]) all hold
-    /// [`JUNK`].
-    ///
-    /// # Safety
-    /// `b` is a block of `bs` bytes (a multiple of 16).
-    #[inline(never)]
-    unsafe fn junk_intact(b: *const u8, bs: usize) -> bool {
-        let w = b.cast::<usize>();
-        let mut acc = 0;
-        // SAFETY: per contract; blocks are 16-byte aligned.
+        let span = bs.min(JUNK_SPAN);
+        let j = junk16();
+        // SAFETY: per contract every byte written lies in the block and
+        // every 16-byte store is aligned.
         unsafe {
-            for i in 1..bs.min(JUNK_SPAN) / 8 {
-                acc |= w.add(i).read() ^ JUNK_WORD;
+            b.add(8).cast::<usize>().write(JUNK_WORD);
+            // No loops: the compiler would turn them into `memset` calls.
+            if span >= WINDOW {
+                for i in 1..CHUNKS {
+                    _mm_store_si128(b.add(16 * i).cast(), j);
+                }
+                if span > WINDOW {
+                    // From byte 16 on at least (the link stays).
+                    let tail = b.add(span - WINDOW);
+                    for i in 0..CHUNKS {
+                        _mm_store_si128(tail.add(16 * i).cast(), j);
+                    }
+                }
+                if span > 2 * WINDOW {
+                    b.add(WINDOW).write_bytes(JUNK, span - 2 * WINDOW);
+                }
+            } else {
+                if span > 16 {
+                    _mm_store_si128(b.add(16).cast(), j);
+                }
+                if span > 32 {
+                    _mm_store_si128(b.add(32).cast(), j);
+                }
             }
         }
-        acc == 0
     }
 
-    /// Checks a block being popped from `page`'s free list: its successor
-    /// must decode into the page, its canary must be intact.
+    /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`.
+    ///
+    /// # Safety
+    /// `p` is 16-byte aligned, with [`WINDOW`] readable bytes.
+    #[inline(always)]
+    unsafe fn window(p: *const u8, j: __m128i) -> __m128i {
+        // SAFETY: per contract.
+        unsafe {
+            let mut acc = _mm_xor_si128(_mm_load_si128(p.cast()), j);
+            for i in 1..CHUNKS {
+                acc = _mm_or_si128(acc, _mm_xor_si128(_mm_load_si128(p.add(16 * i).cast()), j));
+            }
+            acc
+        }
+    }
+
+    /// Whether block `b` of `bs` bytes, its link word already overwritten
+    /// with junk, still holds [`JUNK`] where it is checked: every byte of
+    /// a block up to two [`WINDOW`]s (128 bytes); for larger ones the
+    /// first and the last window of the junk span and one more window at
+    /// an offset drawn from `salt` (which changes from one reuse of the
+    /// block to the next).
+    ///
+    /// # Safety
+    /// `b` is a block of `bs` bytes (16-byte aligned, a multiple of 16).
+    #[inline(always)]
+    unsafe fn junk_intact(b: *const u8, bs: usize, salt: usize) -> bool {
+        let span = bs.min(JUNK_SPAN);
+        let j = junk16();
+        // SAFETY: per contract every window lies in the block.
+        unsafe {
+            let acc = if span >= WINDOW {
+                let mut acc = _mm_or_si128(window(b, j), window(b.add(span - WINDOW), j));
+                if span > 2 * WINDOW {
+                    // A window among the `positions` 16-byte aligned ones
+                    // between the first and the last.
+                    let positions =
+                        (span - 2 * WINDOW) / 16 - (CHUNKS - 1).min((span - 2 * WINDOW) / 16 - 1);
+                    let r = (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 as usize;
+                    let at = WINDOW + 16 * ((r * positions) >> 32);
+                    acc = _mm_or_si128(acc, window(b.add(at), j));
+                }
+                acc
+            } else {
+                // Up to three chunks, read overlapping rather than in a loop.
+                let last = span - 16;
+                let diff = |o: usize| _mm_xor_si128(_mm_load_si128(b.add(o).cast()), j);
+                _mm_or_si128(_mm_or_si128(diff(0), diff(last.min(16))), diff(last))
+            };
+            _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+        }
+    }
+
+    /// Checks the link of a block being popped from `page`'s free list:
+    /// its successor must decode into the page.
     ///
     /// # Safety
     /// `b` was the head of `page.free`; `next` its decoded link.
     #[inline]
-    pub unsafe fn check_pop(page: *mut Page, b: *mut Block, next: *mut Block) {
+    pub unsafe fn check_link(page: *mut Page, b: *mut Block, next: *mut Block) {
+        // SAFETY: per contract.
+        if !next.is_null() && !in_page(unsafe { &*page }, next as usize) {
+            corrupted(
+                "heap corruption: free list overwritten (use after free or overflow)",
+                b.cast(),
+            );
+        }
+    }
+
+    /// Checks the junk of block `b` just popped from `page` (its link
+    /// already overwritten by [`clear_link`]); `next` was its link.
+    ///
+    /// # Safety
+    /// `b` is a block of `page` the caller just popped.
+    #[inline]
+    pub unsafe fn check_junk(page: *mut Page, b: *mut Block, next: *mut Block) {
         // SAFETY: per contract.
         unsafe {
-            let p = &*page;
-            let bs = p.block_size as usize;
-            if !next.is_null() && !in_page(p, next as usize) {
-                corrupted(
-                    "heap corruption: free list overwritten (use after free or overflow)",
-                    b.cast(),
-                );
-            }
-            if !junk_intact(b.cast(), bs) {
+            let bs = (*page).block_size as usize;
+            if !junk_intact(b.cast(), bs, b as usize ^ next as usize) {
                 corrupted(
                     "heap corruption: a freed block was written to (use after free)",
                     b.cast(),
@@ -150,7 +242,14 @@ mod imp {
     /// # Safety
     /// None needed.
     #[inline(always)]
-    pub unsafe fn check_pop(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
+    pub unsafe fn check_link(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
+
+    /// No check without `hardened`.
+    ///
+    /// # Safety
+    /// None needed.
+    #[inline(always)]
+    pub unsafe fn check_junk(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
 
     /// Nothing to clear without `hardened`.
     ///
