@@ -441,7 +441,6 @@ impl Heap {
     pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per contract.
         unsafe {
-            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;
@@ -480,7 +479,6 @@ impl Heap {
     unsafe fn free_local_any(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per the caller's contract.
         unsafe {
-            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;

@@ -10,8 +10,9 @@
 //! owned by the heap's thread; [`flush`] empties it (trim).
 
 use super::Heap;
-use crate::segment::{owner_of, segment_of};
+use crate::segment::{owner_of, segment_of, Segment};
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// Blocks in the ring.
 const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
@@ -92,9 +93,15 @@ pub unsafe fn flush(h: *mut Heap) {
 /// that nobody uses any more, not on any free list.
 pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     let seg = segment_of(p);
-    let owner = owner_of(seg);
     // SAFETY: per contract.
     unsafe {
+        // The free fast path's test first: the slice entry carries our tag
+        // if it heads a page on our queue.
+        let entry = Segment::slice_entry(seg, p);
+        if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
+            return Heap::free_local(h, entry, p);
+        }
+        let owner = owner_of(seg);
         if owner == Heap::as_owner(h) {
             // Any page of ours, full or spanning several slices: not the
             // fast path's `free_local`, which wants a queued page's head.

@@ -180,35 +180,6 @@ mod imp {
             && addr.is_multiple_of(crate::size_class::MIN_ALIGN)
     }
 
-    /// Before a local free of block `b` into `page`: if its first word
-    /// decodes as a link of this page, confirm by walking the page's lists
-    /// and abort on a double free. (The block was junk-filled by the
-    /// hardened free path before it got here.)
-    ///
-    /// # Safety
-    /// The caller owns `page`; `b` is claimed to be a live block of it.
-    #[inline]
-    pub unsafe fn check_local_free(page: *mut Page, b: *mut u8) {
-        // SAFETY: per contract.
-        unsafe {
-            let p = &*page;
-            let link = p.keys.decode(b.cast::<usize>().read());
-            if link == 0 || in_page(p, link) {
-                for list in [p.free, p.local_free] {
-                    let mut x = list;
-                    let mut n = 0;
-                    while !x.is_null() && n <= p.capacity {
-                        if x.cast::<u8>() == b {
-                            corrupted("double free", b);
-                        }
-                        x = Block::next(x, p.keys);
-                        n += 1;
-                    }
-                }
-            }
-        }
-    }
-
     /// Before a remote free of `b` to a heap whose remote links use `keys`:
     /// a first word that decodes as a remote link of this instance means
     /// the block is already on a remote list.
@@ -257,13 +228,6 @@ mod imp {
     /// None needed.
     #[inline(always)]
     pub unsafe fn clear_link(_b: *mut Block) {}
-
-    /// No check without `hardened`.
-    ///
-    /// # Safety
-    /// None needed.
-    #[inline(always)]
-    pub unsafe fn check_local_free(_page: *mut Page, _b: *mut u8) {}
 
     /// No check without `hardened`.
     ///
