@@ -1,6 +1,6 @@
 //! The `hardened` checks of a page's free lists: junk-filling freed
-//! blocks, checking links and junk when a block is popped, and finding
-//! double frees, local and remote. They know only the page and the keys,
+//! blocks, checking links and junk when a block is popped (double frees
+//! are the live-block bitmap's, in `check`). They know only the page and the keys,
 //! so they sit with the page; see [`crate::harden`] for the whole feature.
 //! Without `hardened` every function here is empty and inlines away.
 
@@ -66,6 +66,17 @@ mod imp {
                 }
             }
         }
+    }
+
+    /// Puts back the junk of the word after the link of block `b`, which
+    /// served as a remote-free message (see `heap::remote`).
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller.
+    #[inline]
+    pub unsafe fn reseal_message(b: *mut u8) {
+        // SAFETY: per contract; blocks are at least 16 bytes.
+        unsafe { b.add(8).cast::<usize>().write(JUNK_WORD) };
     }
 
     /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`.
@@ -179,21 +190,6 @@ mod imp {
         addr.wrapping_sub(start) < p.capacity as usize * p.block_size as usize
             && addr.is_multiple_of(crate::size_class::MIN_ALIGN)
     }
-
-    /// Before a remote free of `b` to a heap whose remote links use `keys`:
-    /// a first word that decodes as a remote link of this instance means
-    /// the block is already on a remote list.
-    ///
-    /// # Safety
-    /// `b` is claimed to be a live block.
-    #[inline]
-    pub unsafe fn check_remote_free(b: *mut u8, keys: Keys, plausible: impl Fn(usize) -> bool) {
-        // SAFETY: per contract the first word is readable.
-        let link = keys.decode(unsafe { b.cast::<usize>().read() });
-        if link == 0 || plausible(link) {
-            corrupted("double free (block already freed by another thread)", b);
-        }
-    }
 }
 
 #[cfg(not(feature = "hardened"))]
@@ -207,6 +203,13 @@ mod imp {
     /// None needed.
     #[inline(always)]
     pub unsafe fn seal_freed(_b: *mut u8, _bs: usize, _keys: Keys) {}
+
+    /// No junk without `hardened`.
+    ///
+    /// # Safety
+    /// None needed.
+    #[inline(always)]
+    pub unsafe fn reseal_message(_b: *mut u8) {}
 
     /// No check without `hardened`.
     ///
@@ -228,13 +231,6 @@ mod imp {
     /// None needed.
     #[inline(always)]
     pub unsafe fn clear_link(_b: *mut Block) {}
-
-    /// No check without `hardened`.
-    ///
-    /// # Safety
-    /// None needed.
-    #[inline(always)]
-    pub unsafe fn check_remote_free(_b: *mut u8, _keys: Keys, _plausible: impl Fn(usize) -> bool) {}
 }
 
 pub use imp::*;
