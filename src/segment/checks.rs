@@ -28,8 +28,8 @@ mod imp {
 
     /// Fills block `b` of `bs` bytes with [`JUNK`] from byte 8 (past its
     /// link word) to the end of its junk span (`bs` up to [`JUNK_SPAN`]):
-    /// inline 16-byte stores up to two [`WINDOW`]s, a `memset` for the
-    /// middle of larger blocks.
+    /// inline 16-byte stores up to four [`WINDOW`]s (256 bytes), a
+    /// `memset` for the middle of larger blocks.
     ///
     /// # Safety
     /// `b` is a free block of `bs` bytes (16-byte aligned, a multiple of
@@ -54,8 +54,17 @@ mod imp {
                         _mm_store_si128(tail.add(16 * i).cast(), j);
                     }
                 }
-                if span > 2 * WINDOW {
+                if span > 4 * WINDOW {
                     b.add(WINDOW).write_bytes(JUNK, span - 2 * WINDOW);
+                } else if span > 2 * WINDOW {
+                    // A middle of at most two windows: the window after the
+                    // first and the one before the last cover it (they
+                    // overlap when it is shorter), still without a call.
+                    let mid = b.add(span - 2 * WINDOW);
+                    for i in 0..CHUNKS {
+                        _mm_store_si128(b.add(WINDOW + 16 * i).cast(), j);
+                        _mm_store_si128(mid.add(16 * i).cast(), j);
+                    }
                 }
             } else {
                 if span > 16 {
