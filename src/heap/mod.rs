@@ -267,22 +267,6 @@ impl Heap {
         }
     }
 
-    /// [`Heap::alloc_small`], also returning the page the block came from.
-    ///
-    /// # Safety
-    /// As for [`Heap::alloc_small`].
-    #[inline(always)]
-    pub unsafe fn alloc_small_page(h: *mut Heap, size: usize) -> (*mut u8, *mut Page) {
-        debug_assert!(size <= SMALL_SIZE_MAX);
-        // SAFETY: per contract the index is below `DIRECT`.
-        unsafe {
-            let page = *(*h)
-                .direct
-                .get_unchecked((size + (MIN_ALIGN - 1)) >> MIN_ALIGN.trailing_zeros());
-            (Heap::pop(page), page)
-        }
-    }
-
     /// Pops the first block of `page.free`, or null.
     ///
     /// # Safety
