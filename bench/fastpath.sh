@@ -3,6 +3,8 @@
 #
 #   bench/fastpath.sh [allocator ...]     default: emma-tls emma mimalloc
 #
+# emma-tls-hardened is emma-tls with the `hardened` feature (what a checked pair costs).
+#
 # For each allocator it builds the `fastpath` binary with that allocator selected, then runs it
 # under callgrind: N1 and N2 pairs, and the same loop without allocator calls ("baseline") for
 # N1 and N2. Instructions per pair =
@@ -29,6 +31,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 feature_of() {
   case "$1" in
     emma-tls) echo a-emma-tls ;; emma) echo a-emma ;; mimalloc) echo a-mimalloc ;;
+    emma-tls-hardened) echo a-emma-tls,emma/hardened ;;
     jemalloc) echo a-jemalloc ;; snmalloc) echo a-snmalloc ;; glibc) echo a-system ;;
     emma-0.0.1) echo a-emma-orig ;; *) echo "unknown allocator $1" >&2; return 1 ;;
   esac

@@ -91,8 +91,33 @@ fn own_heap(h: *mut Heap) -> bool {
 
 /// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
 /// size trailer; junk (or zeros with `zero`) in what the caller gets.
+///
+/// Small requests are served here from the current page, which also gives
+/// the canary its keys and block size (no second lookup); the rest, and a
+/// page with no free block, go to [`alloc_hardened_slow`].
 #[inline(never)]
 fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
+    // `size` in 1..=SMALL_SIZE_MAX - SLACK, in one compare; zeroed
+    // requests take the slow path, so this one calls nothing and saves
+    // few registers.
+    if size.wrapping_sub(1) < SMALL_SIZE_MAX - harden::SLACK && align <= MIN_ALIGN && !zero {
+        // SAFETY: `I::heap()` is the calling thread's heap or the empty
+        // one; the padded size is at most `SMALL_SIZE_MAX`.
+        unsafe {
+            let (p, page) = Heap::alloc_small_page(I::heap(), size + harden::SLACK);
+            if !p.is_null() {
+                check::on_alloc_small(p);
+                harden::canary::seal(p, size, (*page).block_size as usize, (*page).keys);
+                return p;
+            }
+        }
+    }
+    alloc_hardened_slow::<I>(size, align, zero)
+}
+
+/// [`alloc_hardened`] for what its fast path does not serve.
+#[inline(never)]
+fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size == 0 && align <= MIN_ALIGN {
         let mut h = I::heap();
         if !own_heap(h) {
@@ -369,7 +394,8 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
         if !is_small(segment_of(p)) {
             return free_unchecked::<I>(p);
         }
-        p.write_bytes(keys::JUNK, raw.min(keys::JUNK_SPAN));
+        p.cast::<usize>().write(keys::JUNK_WORD);
+        crate::segment::checks::seal_freed(p, raw, keys);
         let h = I::heap();
         if raw > quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);

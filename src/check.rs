@@ -80,11 +80,25 @@ mod enabled {
         }
     }
 
+    /// Marks a new block live that is known to be small.
+    #[inline]
+    pub fn on_alloc_small(p: *mut u8) {
+        let (w, m) = bit(p);
+        w.fetch_or(m, Ordering::Relaxed);
+    }
+
     /// Checks that `p` is a live block of instance `st` allocated with
     /// `layout`.
     /// Returns true if it is a zero-size block (`hardened`) instead, whose
     /// liveness the caller checks with [`crate::harden::zero::check`].
     pub fn validate(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
+        check(st, p, layout, false)
+    }
+
+    /// [`validate`], and if `free`, marks a small block free in the same
+    /// step (one atomic update that both tests and clears its bit).
+    #[inline(always)]
+    fn check(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>, free: bool) -> bool {
         if p.is_null() {
             fatal("null pointer freed or reallocated", p);
         }
@@ -104,7 +118,15 @@ mod enabled {
                 // proves the pointer good; the rest is diagnosis.
                 let live = (p as usize) - (seg as usize) >= SLICE_SIZE
                     && (p as usize).is_multiple_of(GRANULE)
-                    && bit(p).0.load(Ordering::Relaxed) & bit(p).1 != 0;
+                    && {
+                        let (w, m) = bit(p);
+                        let old = if free {
+                            w.fetch_and(!m, Ordering::Relaxed)
+                        } else {
+                            w.load(Ordering::Relaxed)
+                        };
+                        old & m != 0
+                    };
                 if !live {
                     not_live(seg.cast(), p);
                 }
@@ -211,11 +233,10 @@ mod enabled {
     /// block, which is then already freed.
     #[inline]
     pub fn on_dealloc(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
-        if validate(st, p, layout) {
+        if check(st, p, layout, true) {
             crate::harden::zero::check(p, true);
             return true;
         }
-        on_free(p);
         false
     }
 
@@ -252,6 +273,10 @@ mod enabled {
     /// Nothing to record without the checks.
     #[inline(always)]
     pub fn on_alloc(_p: *mut u8) {}
+
+    /// Nothing to record without the checks.
+    #[inline(always)]
+    pub fn on_alloc_small(_p: *mut u8) {}
 
     /// Nothing to check without the checks (and no zero-size blocks).
     #[inline(always)]

@@ -21,7 +21,8 @@ pub const ENABLED: bool = cfg!(feature = "hardened");
 /// plausible pointer.
 pub const JUNK: u8 = 0xdb;
 /// Bytes at the start of a block that are junk-filled when it is freed and
-/// checked when it is handed out again: all of a small block (up to 1 KiB,
+/// checked (sampled beyond 128 bytes, see `segment::checks`) when it is
+/// handed out again: all of a small block (up to 1 KiB,
 /// the sizes most objects have), the head of a larger one. Filling and
 /// checking whole medium blocks (up to 1 MiB) cost up to 18 times the
 /// time of a workload that churns them (measured); their heads are where

@@ -91,6 +91,17 @@ fn misuse(case: &str) {
                     sink(malloc(64).read());
                 }
             }
+            "use-after-free-sampled" => {
+                // A 600-byte block's junk is sampled; its first 64 bytes
+                // (and its last) are always checked.
+                let p = malloc(600);
+                free(p);
+                p.add(20).write(1);
+                churn(600, 200);
+                for _ in 0..2000 {
+                    sink(malloc(600).read());
+                }
+            }
             "zero-read" => sink(std::ptr::read_volatile(malloc(0))),
             "zero-write" => std::ptr::write_volatile(malloc(0), 1),
             "double-free" => {
@@ -230,6 +241,19 @@ fn writes_into_freed_blocks_are_caught_at_reuse() {
             "heap corruption: a freed block was written to (use after free)",
         )],
         false,
+    );
+}
+
+#[test]
+fn writes_into_the_checked_windows_of_larger_freed_blocks_are_caught() {
+    both(
+        "writes_into_the_checked_windows_of_larger_freed_blocks_are_caught",
+        &[(
+            "use-after-free-sampled",
+            SIGABRT,
+            "heap corruption: a freed block was written to (use after free)",
+        )],
+        true,
     );
 }
 

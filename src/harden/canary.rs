@@ -2,8 +2,9 @@
 //! [`SLACK`] extra bytes. The last 4 bytes of the block (the *trailer*)
 //! hold how many bytes follow the requested size, masked with a per-block
 //! secret; the [`CANARY`] bytes right after the requested size hold a
-//! canary byte derived from the same secret (one unaligned word: written
-//! and checked with one access each, no loop). Free, realloc and
+//! canary word derived from the same secret, none of its bytes zero or
+//! junk (one unaligned word: written and checked with one access each, no
+//! loop). Free, realloc and
 //! `malloc_usable_size` decode the trailer (so the requested size is
 //! known, and reported as the usable size: a correct program never writes
 //! into the canary) and check the canary, so a write past the end, even by
@@ -26,14 +27,15 @@ const TRAILER: usize = 4;
 /// not checked: an overflow that runs past the end crosses these first).
 pub const CANARY: usize = 8;
 
-/// The canary byte for the block at `p`: never zero or [`JUNK`], so
-/// neither a string terminator nor untouched junk passes for it.
+/// The canary word for a block with per-block secret `secret`: the secret
+/// with bit 0 set and bit 7 clear in every byte, so no byte is zero or
+/// [`JUNK`]: neither a string terminator nor untouched junk passes for it.
+/// (No branch and no multiplication: it is computed on every allocation
+/// and every free.)
 #[inline]
-fn canary_byte(secret: usize) -> u8 {
-    match secret as u8 {
-        0 | JUNK => 0x5a,
-        b => b,
-    }
+fn canary_word(secret: usize) -> u64 {
+    const _: () = assert!(JUNK & 0x80 != 0);
+    (secret as u64 | 0x0101_0101_0101_0101) & 0x7f7f_7f7f_7f7f_7f7f
 }
 
 /// Seals live block `p` of `raw` bytes as holding `n` requested bytes:
@@ -46,12 +48,9 @@ fn canary_byte(secret: usize) -> u8 {
 pub unsafe fn seal(p: *mut u8, n: usize, raw: usize, keys: Keys) {
     let secret = keys.block_secret(p as usize);
     let end = raw - TRAILER;
-    let c = canary_byte(secret);
     // SAFETY: per contract `n + CANARY <= end <= raw`.
     unsafe {
-        p.add(n)
-            .cast::<u64>()
-            .write_unaligned(u64::from_ne_bytes([c; 8]));
+        p.add(n).cast::<u64>().write_unaligned(canary_word(secret));
         p.add(end)
             .cast::<u32>()
             .write_unaligned((raw - n) as u32 ^ (secret >> 32) as u32);
@@ -77,9 +76,8 @@ pub unsafe fn requested(p: *mut u8, raw: usize, keys: Keys) -> usize {
         );
     }
     let n = raw - slack;
-    let c = canary_byte(secret);
     // SAFETY: `n + CANARY <= end < raw`: the canary lies inside the block.
-    let intact = unsafe { p.add(n).cast::<u64>().read_unaligned() } == u64::from_ne_bytes([c; 8]);
+    let intact = unsafe { p.add(n).cast::<u64>().read_unaligned() } == canary_word(secret);
     if !intact {
         corrupted("heap overflow: a write past the end of a block", p);
     }

@@ -5,15 +5,23 @@
 //!   instance and mixed with each page's address, so a use-after-free or
 //!   overflow write cannot plant a pointer the allocator will follow:
 //!   popping a link that does not decode into the same page aborts.
-//! - **Double free in O(1).** A freed block's first word is a valid encoded
-//!   link; a live block's first word almost never is (odds ~ page size /
-//!   2^64). A free whose block already holds a plausible link walks the
-//!   page's lists to confirm, and aborts on a real double free.
+//! - **Double free in O(1).** The live-block bitmap of [`crate::check`]
+//!   has one bit per block start, cleared by the free that tests it (one
+//!   atomic update), so a second free of a block, whether it waits in the
+//!   quarantine, on a free list or in another thread's chain, aborts.
 //! - **Junk-filled freed blocks.** Freeing (and carving) fills a block's
-//!   first [`JUNK_SPAN`](crate::keys::JUNK_SPAN) bytes (all of a block up to 1 KiB) with [`JUNK`](crate::keys::JUNK);
-//!   allocating it again checks every one of them past the link word, so a
-//!   write anywhere into a freed small block is reported at its next reuse,
-//!   and a new small block never shows an earlier block's data.
+//!   first [`JUNK_SPAN`](crate::keys::JUNK_SPAN) bytes (all of a block up
+//!   to 1 KiB) with [`JUNK`](crate::keys::JUNK); allocating it again
+//!   checks the junk with 16-byte compares: every byte of a block of up to
+//!   128 bytes (with the slack, requests up to 116 bytes), and for larger
+//!   blocks the first and the last 64 bytes of the junk span and one more
+//!   64-byte window whose place changes from one reuse to the next. So a
+//!   write into a freed small block is always reported at its next reuse,
+//!   as is a write into the head or the tail of a larger block's junk; a
+//!   write elsewhere in its first KiB is seen with a probability of 64
+//!   bytes over the middle's size per reuse (about one in 14 per reuse for
+//!   a 1 KiB block). A new block never shows an earlier block's data in its
+//!   first KiB.
 //! - **Quarantine** ([`crate::heap::quarantine`]): freed blocks of up to 16 KiB wait
 //!   behind 32 others of the same thread before they can be reused, so a
 //!   dangling pointer does not alias the next object at once.

@@ -284,9 +284,10 @@ impl Heap {
                 return core::ptr::null_mut();
             }
             let next = Block::next(b, (*page).keys);
-            checks::check_pop(page, b, next);
+            checks::check_link(page, b, next);
             (*page).free = next;
             checks::clear_link(b);
+            checks::check_junk(page, b, next);
             b.cast()
         }
     }
@@ -454,7 +455,6 @@ impl Heap {
     pub unsafe fn free_local(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per contract.
         unsafe {
-            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;
@@ -496,7 +496,6 @@ impl Heap {
     unsafe fn free_local_any(h: *mut Heap, page: *mut Page, p: *mut u8) {
         // SAFETY: per the caller's contract.
         unsafe {
-            checks::check_local_free(page, p);
             Block::set_next(p.cast(), (*page).local_free, (*page).keys);
             (*page).local_free = p.cast();
             (*page).used -= 1;

@@ -7,11 +7,15 @@
 //!
 //! Double frees of quarantined blocks are caught by the live-block bitmap
 //! (the bit is cleared when the block enters the quarantine). The ring is
-//! owned by the heap's thread; [`flush`] empties it (trim).
+//! owned by the heap's thread; [`flush`] empties it (trim). The hardened
+//! allocation's pop that also returns the page is here too, with the rest
+//! of what only `hardened` uses of the heap.
 
 use super::Heap;
-use crate::segment::{owner_of, segment_of};
+use crate::segment::{owner_of, segment_of, Page, Segment};
+use crate::size_class::MIN_ALIGN;
 use core::ptr;
+use core::sync::atomic::Ordering;
 
 /// Blocks in the ring.
 const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
@@ -43,6 +47,25 @@ impl Quarantine {
 impl Default for Quarantine {
     fn default() -> Self {
         Quarantine::new()
+    }
+}
+
+impl Heap {
+    /// [`Heap::alloc_small`], also returning the page the block came from
+    /// (the hardened allocation seals the block with the page's keys).
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc_small`].
+    #[inline(always)]
+    pub unsafe fn alloc_small_page(h: *mut Heap, size: usize) -> (*mut u8, *mut Page) {
+        debug_assert!(size <= super::SMALL_SIZE_MAX);
+        // SAFETY: per contract the index is below `DIRECT`.
+        unsafe {
+            let page = *(*h)
+                .direct
+                .get_unchecked((size + (MIN_ALIGN - 1)) >> MIN_ALIGN.trailing_zeros());
+            (Heap::pop(page), page)
+        }
     }
 }
 
@@ -94,6 +117,12 @@ pub unsafe fn release(h: *mut Heap, p: *mut u8) {
     let seg = segment_of(p);
     // SAFETY: per contract.
     unsafe {
+        // The free fast path's test first: the slice entry carries our tag
+        // if it heads a page on our queue.
+        let entry = Segment::slice_entry(seg, p);
+        if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
+            return Heap::free_local(h, entry, p);
+        }
         let owner = owner_of(seg);
         if owner == Heap::as_owner(h) {
             // Any page of ours, full or spanning several slices: not the

@@ -99,8 +99,8 @@ impl Heap {
         unsafe {
             let page = Segment::page_of(segment_of(p).cast(), p);
             let keys = (*page).keys;
-            Heap::check_remote(owner, page, p);
-            checks::seal_freed(p, (*page).block_size as usize, keys);
+            // (With `hardened` the free that checked the block against the
+            // live-block bitmap also junk-filled it.)
             let b = p.cast::<Block>();
             // `me` is ours; the empty heap's slots are all empty, so it
             // never gets past the test and is never written (raw place
@@ -263,44 +263,6 @@ impl Heap {
         }
     }
 
-    /// With `hardened`: a block whose first word is already a plausible
-    /// link is being freed twice. A free block's first word is a link of
-    /// its page (on a free list or a pending chain: encoded with the page's
-    /// keys) or, for a sent message, a link of the owner's inbox (the
-    /// owner's keys).
-    ///
-    /// # Safety
-    /// `p` is claimed to be a live block of `page`, a page of `owner`.
-    #[inline(always)]
-    unsafe fn check_remote(owner: *mut Heap, page: *mut Page, p: *mut u8) {
-        if !crate::keys::ENABLED {
-            return;
-        }
-        // SAFETY: per the caller's contract; `reserved`, `block_size` and
-        // `keys` of a live page do not change, so reading them races with
-        // nothing.
-        unsafe {
-            let (start, bs, n) = (
-                (*page).start() as usize,
-                (*page).block_size as usize,
-                (*page).reserved as usize,
-            );
-            checks::check_remote_free(p, (*page).keys, |link| {
-                link.wrapping_sub(start) < n * bs && (link - start).is_multiple_of(bs)
-            });
-            checks::check_remote_free(p, (*owner).keys, |link| {
-                // SAFETY: the instance's map answers without touching `link`.
-                (*owner)
-                    .source()
-                    .store()
-                    .segmap
-                    .get(segment_of(link as *mut u8) as usize)
-                    == crate::segmap::Chunk::Header
-                    && owner_of(segment_of(link as *mut u8)) == Heap::as_owner(owner)
-            });
-        }
-    }
-
     /// Takes back every chain other threads sent us: per message, splices
     /// the chain onto its page's `local_free`.
     ///
@@ -326,8 +288,8 @@ impl Heap {
                 let count = packed as u32;
                 let page = Segment::page_of(seg.cast(), m.cast());
                 Block::set_next(m, (*page).local_free, (*page).keys);
-                // The packed word overwrote part of the canary.
-                checks::seal_freed(m.cast(), (*page).block_size as usize, (*page).keys);
+                // The packed word overwrote some of the junk.
+                checks::reseal_message(m.cast());
                 (*page).local_free = newest;
                 (*page).used -= count;
                 if (*page).used == 0 || !(*page).in_queue() {

@@ -1,61 +1,182 @@
 //! The `hardened` checks of a page's free lists: junk-filling freed
-//! blocks, checking links and junk when a block is popped, and finding
-//! double frees, local and remote. They know only the page and the keys,
+//! blocks, checking links and junk when a block is popped (double frees
+//! are the live-block bitmap's, in `check`). They know only the page and the keys,
 //! so they sit with the page; see [`crate::harden`] for the whole feature.
 //! Without `hardened` every function here is empty and inlines away.
 
 #[cfg(feature = "hardened")]
 mod imp {
     use crate::keys::{corrupted, Keys, JUNK, JUNK_SPAN, JUNK_WORD};
-    use crate::segment::{Block, Page};
+    use crate::segment::{Block, Page, SEGMENT_SIZE};
 
-    /// Fills block `b` of `bs` bytes with [`JUNK`] past its link word, up
-    /// to [`JUNK_SPAN`].
+    use core::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
+    };
+
+    /// Bytes in each window [`junk_intact`] checks.
+    const WINDOW: usize = 64;
+    /// 16-byte chunks in a window.
+    const CHUNKS: usize = WINDOW / 16;
+
+    /// [`JUNK`] in all 16 bytes of a vector.
+    #[inline(always)]
+    fn junk16() -> __m128i {
+        // SAFETY: SSE2 is part of the x86_64 baseline.
+        unsafe { _mm_set1_epi8(JUNK as i8) }
+    }
+
+    /// Fills block `b` of `bs` bytes with [`JUNK`] from byte 8 (past its
+    /// link word) to the end of its junk span (`bs` up to [`JUNK_SPAN`]):
+    /// inline 16-byte stores up to four [`WINDOW`]s (256 bytes), a
+    /// `memset` for the middle of larger blocks.
     ///
     /// # Safety
-    /// `b` is a free block of `bs` bytes owned by the caller.
+    /// `b` is a free block of `bs` bytes (16-byte aligned, a multiple of
+    /// 16) owned by the caller.
     #[inline]
     pub unsafe fn seal_freed(b: *mut u8, bs: usize, _keys: Keys) {
-        // SAFETY: per contract the bytes lie in the block.
-        unsafe { b.add(8).write_bytes(JUNK, bs.min(JUNK_SPAN) - 8) };
-    }
-
-    /// Whether bytes `8..bs` of block `b` (up to [`JUNK_SPAN`]) all hold
-    /// [`JUNK`].
-    ///
-    /// # Safety
-    /// `b` is a block of `bs` bytes (a multiple of 16).
-    #[inline(never)]
-    unsafe fn junk_intact(b: *const u8, bs: usize) -> bool {
-        let w = b.cast::<usize>();
-        let mut acc = 0;
-        // SAFETY: per contract; blocks are 16-byte aligned.
+        let span = bs.min(JUNK_SPAN);
+        let j = junk16();
+        // SAFETY: per contract every byte written lies in the block and
+        // every 16-byte store is aligned.
         unsafe {
-            for i in 1..bs.min(JUNK_SPAN) / 8 {
-                acc |= w.add(i).read() ^ JUNK_WORD;
+            b.add(8).cast::<usize>().write(JUNK_WORD);
+            // No loops: the compiler would turn them into `memset` calls.
+            if span >= WINDOW {
+                for i in 1..CHUNKS {
+                    _mm_store_si128(b.add(16 * i).cast(), j);
+                }
+                if span > WINDOW {
+                    // From byte 16 on at least (the link stays).
+                    let tail = b.add(span - WINDOW);
+                    for i in 0..CHUNKS {
+                        _mm_store_si128(tail.add(16 * i).cast(), j);
+                    }
+                }
+                if span > 4 * WINDOW {
+                    b.add(WINDOW).write_bytes(JUNK, span - 2 * WINDOW);
+                } else if span > 2 * WINDOW {
+                    // A middle of at most two windows: the window after the
+                    // first and the one before the last cover it (they
+                    // overlap when it is shorter), still without a call.
+                    let mid = b.add(span - 2 * WINDOW);
+                    for i in 0..CHUNKS {
+                        _mm_store_si128(b.add(WINDOW + 16 * i).cast(), j);
+                        _mm_store_si128(mid.add(16 * i).cast(), j);
+                    }
+                }
+            } else {
+                if span > 16 {
+                    _mm_store_si128(b.add(16).cast(), j);
+                }
+                if span > 32 {
+                    _mm_store_si128(b.add(32).cast(), j);
+                }
             }
         }
-        acc == 0
     }
 
-    /// Checks a block being popped from `page`'s free list: its successor
-    /// must decode into the page, its canary must be intact.
+    /// Puts back the junk of the word after the link of block `b`, which
+    /// served as a remote-free message (see `heap::remote`).
     ///
     /// # Safety
-    /// `b` was the head of `page.free`; `next` its decoded link.
+    /// `b` is a free block owned by the caller.
     #[inline]
-    pub unsafe fn check_pop(page: *mut Page, b: *mut Block, next: *mut Block) {
+    pub unsafe fn reseal_message(b: *mut u8) {
+        // SAFETY: per contract; blocks are at least 16 bytes.
+        unsafe { b.add(8).cast::<usize>().write(JUNK_WORD) };
+    }
+
+    /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`.
+    ///
+    /// # Safety
+    /// `p` is 16-byte aligned, with [`WINDOW`] readable bytes.
+    #[inline(always)]
+    unsafe fn window(p: *const u8, j: __m128i) -> __m128i {
         // SAFETY: per contract.
         unsafe {
-            let p = &*page;
-            let bs = p.block_size as usize;
-            if !next.is_null() && !in_page(p, next as usize) {
-                corrupted(
-                    "heap corruption: free list overwritten (use after free or overflow)",
-                    b.cast(),
-                );
+            let mut acc = _mm_xor_si128(_mm_load_si128(p.cast()), j);
+            for i in 1..CHUNKS {
+                acc = _mm_or_si128(acc, _mm_xor_si128(_mm_load_si128(p.add(16 * i).cast()), j));
             }
-            if !junk_intact(b.cast(), bs) {
+            acc
+        }
+    }
+
+    /// Whether block `b` of `bs` bytes, its link word already overwritten
+    /// with junk, still holds [`JUNK`] where it is checked: every byte of
+    /// a block up to two [`WINDOW`]s (128 bytes); for larger ones the
+    /// first and the last window of the junk span and one more window at
+    /// an offset drawn from `salt` (which changes from one reuse of the
+    /// block to the next).
+    ///
+    /// # Safety
+    /// `b` is a block of `bs` bytes (16-byte aligned, a multiple of 16).
+    #[inline(always)]
+    unsafe fn junk_intact(b: *const u8, bs: usize, salt: usize) -> bool {
+        let span = bs.min(JUNK_SPAN);
+        let j = junk16();
+        // SAFETY: per contract every window lies in the block.
+        unsafe {
+            let acc = if span >= WINDOW {
+                let mut acc = _mm_or_si128(window(b, j), window(b.add(span - WINDOW), j));
+                if span > 2 * WINDOW {
+                    // A window among the `positions` 16-byte aligned ones
+                    // between the first and the last.
+                    let positions =
+                        (span - 2 * WINDOW) / 16 - (CHUNKS - 1).min((span - 2 * WINDOW) / 16 - 1);
+                    let r = (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 as usize;
+                    let at = WINDOW + 16 * ((r * positions) >> 32);
+                    acc = _mm_or_si128(acc, window(b.add(at), j));
+                }
+                acc
+            } else {
+                // Up to three chunks, read overlapping rather than in a loop.
+                let last = span - 16;
+                let diff = |o: usize| _mm_xor_si128(_mm_load_si128(b.add(o).cast()), j);
+                _mm_or_si128(_mm_or_si128(diff(0), diff(last.min(16))), diff(last))
+            };
+            _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+        }
+    }
+
+    /// Checks the link of a block being popped from a page's free list:
+    /// its successor must decode to a 16-byte aligned address in the same
+    /// segment. A link overwritten with anything but the page's encoding
+    /// of such an address (the keys are secret and mixed with the page's
+    /// address) decodes to a random value, which passes about once in
+    /// 2^46; a link moved from another page decodes to one as well. (The
+    /// page's own bounds cost a multiplication more on every pop, and the
+    /// segment alone suffices for that rate.)
+    ///
+    /// # Safety
+    /// None beyond the arguments' meaning: `b` was the head of the list,
+    /// `next` its decoded link.
+    #[inline]
+    pub unsafe fn check_link(_page: *mut Page, b: *mut Block, next: *mut Block) {
+        let n = next as usize;
+        if !next.is_null()
+            && ((n ^ b as usize) >= SEGMENT_SIZE || !n.is_multiple_of(crate::size_class::MIN_ALIGN))
+        {
+            corrupted(
+                "heap corruption: free list overwritten (use after free or overflow)",
+                b.cast(),
+            );
+        }
+    }
+
+    /// Checks the junk of block `b` just popped from `page` (its link
+    /// already overwritten by [`clear_link`]); `next` was its link.
+    ///
+    /// # Safety
+    /// `b` is a block of `page` the caller just popped.
+    #[inline]
+    pub unsafe fn check_junk(page: *mut Page, b: *mut Block, next: *mut Block) {
+        // SAFETY: per contract.
+        unsafe {
+            let bs = (*page).block_size as usize;
+            if !junk_intact(b.cast(), bs, b as usize ^ next as usize) {
                 corrupted(
                     "heap corruption: a freed block was written to (use after free)",
                     b.cast(),
@@ -77,60 +198,6 @@ mod imp {
         // SAFETY: per contract the block is the caller's.
         unsafe { b.cast::<usize>().write(JUNK_WORD) };
     }
-
-    /// Whether `addr` may be a block of `p`: inside its carved part and
-    /// 16-byte aligned. (Not checked against the block size: a division on
-    /// every pop costs too much, and a forged link decodes to a random
-    /// value, which this range check rejects but for about one in 2^40.)
-    fn in_page(p: &Page, addr: usize) -> bool {
-        let start = p.start() as usize;
-        addr.wrapping_sub(start) < p.capacity as usize * p.block_size as usize
-            && addr.is_multiple_of(crate::size_class::MIN_ALIGN)
-    }
-
-    /// Before a local free of block `b` into `page`: if its first word
-    /// decodes as a link of this page, confirm by walking the page's lists
-    /// and abort on a double free. (The block was junk-filled by the
-    /// hardened free path before it got here.)
-    ///
-    /// # Safety
-    /// The caller owns `page`; `b` is claimed to be a live block of it.
-    #[inline]
-    pub unsafe fn check_local_free(page: *mut Page, b: *mut u8) {
-        // SAFETY: per contract.
-        unsafe {
-            let p = &*page;
-            let link = p.keys.decode(b.cast::<usize>().read());
-            if link == 0 || in_page(p, link) {
-                for list in [p.free, p.local_free] {
-                    let mut x = list;
-                    let mut n = 0;
-                    while !x.is_null() && n <= p.capacity {
-                        if x.cast::<u8>() == b {
-                            corrupted("double free", b);
-                        }
-                        x = Block::next(x, p.keys);
-                        n += 1;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Before a remote free of `b` to a heap whose remote links use `keys`:
-    /// a first word that decodes as a remote link of this instance means
-    /// the block is already on a remote list.
-    ///
-    /// # Safety
-    /// `b` is claimed to be a live block.
-    #[inline]
-    pub unsafe fn check_remote_free(b: *mut u8, keys: Keys, plausible: impl Fn(usize) -> bool) {
-        // SAFETY: per contract the first word is readable.
-        let link = keys.decode(unsafe { b.cast::<usize>().read() });
-        if link == 0 || plausible(link) {
-            corrupted("double free (block already freed by another thread)", b);
-        }
-    }
 }
 
 #[cfg(not(feature = "hardened"))]
@@ -145,12 +212,26 @@ mod imp {
     #[inline(always)]
     pub unsafe fn seal_freed(_b: *mut u8, _bs: usize, _keys: Keys) {}
 
+    /// No junk without `hardened`.
+    ///
+    /// # Safety
+    /// None needed.
+    #[inline(always)]
+    pub unsafe fn reseal_message(_b: *mut u8) {}
+
     /// No check without `hardened`.
     ///
     /// # Safety
     /// None needed.
     #[inline(always)]
-    pub unsafe fn check_pop(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
+    pub unsafe fn check_link(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
+
+    /// No check without `hardened`.
+    ///
+    /// # Safety
+    /// None needed.
+    #[inline(always)]
+    pub unsafe fn check_junk(_page: *mut Page, _b: *mut Block, _next: *mut Block) {}
 
     /// Nothing to clear without `hardened`.
     ///
@@ -158,20 +239,6 @@ mod imp {
     /// None needed.
     #[inline(always)]
     pub unsafe fn clear_link(_b: *mut Block) {}
-
-    /// No check without `hardened`.
-    ///
-    /// # Safety
-    /// None needed.
-    #[inline(always)]
-    pub unsafe fn check_local_free(_page: *mut Page, _b: *mut u8) {}
-
-    /// No check without `hardened`.
-    ///
-    /// # Safety
-    /// None needed.
-    #[inline(always)]
-    pub unsafe fn check_remote_free(_b: *mut u8, _keys: Keys, _plausible: impl Fn(usize) -> bool) {}
 }
 
 pub use imp::*;
