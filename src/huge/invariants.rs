@@ -28,7 +28,8 @@ impl HugeHeader {
     /// Re-checks the header of a live huge block: [`HugeHeader::check`],
     /// the live flag, and the block's place (after the header's lead
     /// pages, at most one segment after the header, aligned as requested,
-    /// inside the mapping). For the block's owner: another thread may be
+    /// inside the mapping or, for an over-aligned block of no bytes, at
+    /// its end). For the block's owner: another thread may be
     /// rewriting the header of a span it is taking from the cache.
     pub fn check_live(&self) -> Result<(), &'static str> {
         self.check()?;
@@ -37,7 +38,7 @@ impl HugeHeader {
         }
         let off = (self.block as usize).wrapping_sub(self as *const Self as usize);
         if !(LEAD_PAGES * PAGE_SIZE..=SEGMENT_SIZE).contains(&off)
-            || off >= self.map_len
+            || off > self.map_len
             || !self.align.is_power_of_two()
             || !(self.block as usize).is_multiple_of(self.align.min(SEGMENT_SIZE))
         {
