@@ -403,7 +403,7 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
             // The same test as `is_mine`, with the heap from the slot
             // rather than from the tag (so the tag is compared in memory).
             let h = I::heap();
-            if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
+            if Segment::tag_is(seg, p, Heap::as_owner(h)) {
                 return Heap::free_local(h, entry, p);
             }
             free_other::<I>(p);

@@ -338,6 +338,44 @@ impl Segment {
         seg.cast::<u8>().wrapping_add(off).cast()
     }
 
+    /// Whether the tag of `p`'s slice entry ([`Segment::slice_entry`]) is
+    /// `owner`: the free fast path's ownership test.
+    ///
+    /// One `cmp` with a memory operand and a branch. The tag is an atomic
+    /// (other threads read it while the owner writes it), and the compiler
+    /// never folds an atomic load into another instruction, so a plain
+    /// `load == owner` costs a separate `mov`; inline assembly reads the
+    /// aligned word once, as a relaxed load does on x86_64.
+    ///
+    /// # Safety
+    /// As for [`Segment::slice_entry`].
+    #[inline(always)]
+    pub unsafe fn tag_is(seg: *mut SegmentHeader, p: *mut u8, owner: *mut Owner) -> bool {
+        // Miri runs no assembly.
+        #[cfg(miri)]
+        // SAFETY: per contract.
+        return unsafe { (*Segment::slice_entry(seg, p)).tag.load(Ordering::Relaxed) == owner };
+        #[cfg(not(miri))]
+        {
+            let off = (p as usize >> (SLICE_SHIFT - 6)) & ((SLICES - 1) << 6);
+            // SAFETY: per contract the entry is mapped and readable; the
+            // compare only reads it (`readonly`), and the label returns.
+            unsafe {
+                core::arch::asm!(
+                    "cmp {owner}, qword ptr [{seg} + {off} + {tag}]",
+                    "jne {differs}",
+                    owner = in(reg) owner,
+                    seg = in(reg) seg,
+                    off = in(reg) off,
+                    tag = const core::mem::offset_of!(Page, tag),
+                    differs = label { return false },
+                    options(nostack, readonly),
+                );
+            }
+            true
+        }
+    }
+
     /// Free slices that still hold memory (and were not given back lazily).
     pub fn purgeable(&self) -> u64 {
         self.free_slices & self.dirty_slices & !self.lazy_slices & ALL_PAGE_SLICES
