@@ -466,6 +466,38 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     }
 }
 
+/// `malloc_usable_size` without the checks: the block size from the slice
+/// entry, with null and huge blocks (slice offset 0, see
+/// [`Segment::slice_offset`]) on the cold path. 6 instructions and a `ret`.
+///
+/// # Safety
+/// `p` is null or a live block of instance `I`.
+#[inline(always)]
+pub unsafe fn usable_size_unchecked(p: *mut u8) -> usize {
+    debug_assert!(!check::ENABLED && !keys::ENABLED);
+    if Segment::slice_offset(p) == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { usable_in_slice0(p) };
+    }
+    // SAFETY: a small block: every slice entry of its page carries the
+    // block size.
+    unsafe { (*Segment::slice_entry(segment_of(p), p)).block_size as usize }
+}
+
+/// [`usable_size_unchecked`] of null (0) or a huge block.
+///
+/// # Safety
+/// As for [`usable_size_unchecked`].
+#[cold]
+#[inline(never)]
+unsafe fn usable_in_slice0(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { usable_size(p) }
+}
+
 /// The size of block `p` and the keys of its end canary (the page's, or
 /// derived from a huge block's header address).
 ///
