@@ -64,6 +64,7 @@ use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Orde
 pub mod quarantine;
 mod queue;
 mod remote;
+mod invariants;
 mod source;
 mod trim;
 
@@ -334,15 +335,27 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             (*h).set_busy(true);
-            Heap::flush_remote(h);
-            Heap::drain_remote(h);
-            Heap::maybe_tick(h);
+            Heap::upkeep(h);
             let mut b = Heap::alloc_from_queue(h, c);
             if b.is_null() {
                 b = Heap::alloc_from_new_page(h, c);
             }
             (*h).set_busy(false);
             b
+        }
+    }
+
+    /// What every slow path of the owner does: send pending remote frees,
+    /// take the ones received, and now and then purge (see `trim`).
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap, inside `set_busy`.
+    unsafe fn upkeep(h: *mut Heap) {
+        // SAFETY: per contract.
+        unsafe {
+            Heap::flush_remote(h);
+            Heap::drain_remote(h);
+            Heap::maybe_tick(h);
         }
     }
 
@@ -491,12 +504,22 @@ impl Heap {
 
     /// A local free emptied `page` or hit a full (unqueued) page. An
     /// emptied page that is the only one of its class stays (a loop
-    /// allocating and freeing must not churn pages).
+    /// allocating and freeing must not churn pages), its blocks moved to
+    /// `free` at once: its `free` is empty, and the next allocation of the
+    /// class would otherwise take the allocation slow path just to move
+    /// them. The slow path's upkeep is done here instead, so it keeps its
+    /// pace (a loop of pairs on one page: once per page's worth of frees).
     #[cold]
     unsafe fn free_local_slow(h: *mut Heap, page: *mut Page) {
         // SAFETY: the owner manages its pages.
         unsafe {
             if (*page).in_queue() && Heap::is_alone(h, page) {
+                (*h).set_busy(true);
+                // Draining cannot touch `page`: none of its blocks is out
+                // (`used == 0`), so none is in any inbox.
+                Heap::upkeep(h);
+                (*page).collect_local();
+                (*h).set_busy(false);
                 return;
             }
             (*h).set_busy(true);
@@ -532,56 +555,6 @@ impl Heap {
                 (*h).purge_at = purge::deadline(store.clock.now(), store.purge_delay_ns());
             }
         }
-    }
-
-    /// Re-checks the heap's invariants (see the module docs) and every
-    /// queued page's counting identities.
-    ///
-    /// # Safety
-    /// The calling thread owns `h`.
-    pub unsafe fn check(h: *mut Heap) -> Result<(), &'static str> {
-        // SAFETY: per contract.
-        unsafe {
-            for c in 0..CLASS_COUNT {
-                let q = (*h).queues[c];
-                let expect = if q.first.is_null() {
-                    EMPTY_PAGE.get()
-                } else {
-                    q.first
-                };
-                if (*h).pages[c] != expect || direct_range(c).any(|g| (*h).direct[g] != expect) {
-                    return Err("fast-path page is not the queue head");
-                }
-                let mut prev: *mut Page = ptr::null_mut();
-                let mut page = q.first;
-                while !page.is_null() {
-                    let p = &*page;
-                    if p.class as usize != c
-                        || p.tag.load(Ordering::Relaxed) != Heap::as_owner(h)
-                        || p.prev != prev
-                    {
-                        return Err("queue links or class broken");
-                    }
-                    if owner_of(Page::segment(page).cast()) != Heap::as_owner(h) {
-                        return Err("queued page in a segment of another heap");
-                    }
-                    p.check()?;
-                    prev = page;
-                    page = p.next;
-                }
-                if q.last != prev {
-                    return Err("queue tail broken");
-                }
-            }
-            let mut seg = (*h).segments;
-            while !seg.is_null() {
-                if owner_of(seg.cast()) != Heap::as_owner(h) {
-                    return Err("heap lists a segment it does not own");
-                }
-                seg = (*seg).next;
-            }
-        }
-        Ok(())
     }
 
     /// Forgets all pages and segments (after teardown unmapped them), keeping
