@@ -408,8 +408,12 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
             }
             free_other::<I>(p);
         } else {
+            // `is_mine` without its null test: a live block's tag is never
+            // null (a heap, or `HUGE_OWNER` for full pages, other slices
+            // and huge blocks).
             let tag = (*entry).tag.load(Ordering::Relaxed);
-            if is_mine::<I>(tag) {
+            debug_assert!(!tag.is_null());
+            if Owner::tp_is(tag, thread::thread_pointer()) {
                 Heap::free_local(Heap::of(tag), entry, p);
             } else {
                 free_other::<I>(p);
