@@ -476,12 +476,12 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
 /// `malloc_usable_size` without the checks: the block size from the slice
 /// entry, with null and huge blocks (slice offset 0, see
 /// [`Segment::slice_offset`]) on the cold path: 7 instructions and a `ret`.
+/// Only for builds without `hardened` (which reports the requested size).
 ///
 /// # Safety
 /// `p` is null or a live block of instance `I`.
 #[inline(always)]
 pub unsafe fn usable_size_unchecked(p: *mut u8) -> usize {
-    debug_assert!(!check::ENABLED && !keys::ENABLED);
     if Segment::slice_offset(p) == 0 {
         // SAFETY: forwarded contract.
         return unsafe { usable_in_slice0(p) };

@@ -61,10 +61,10 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+mod invariants;
 pub mod quarantine;
 mod queue;
 mod remote;
-mod invariants;
 mod source;
 mod trim;
 
