@@ -50,12 +50,17 @@ mod enabled {
 
     const _: () = assert!(core::mem::size_of::<Segment>() <= BITMAP_OFFSET);
 
-    fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
+    /// The bitmap word and bit of block `p`.
+    ///
+    /// # Safety
+    /// `p` lies in a small segment of the instance, mapped for as long as
+    /// the word is used.
+    unsafe fn bit(p: *mut u8) -> (&'static AtomicU64, u64) {
         let seg = segment_of(p) as usize;
         let g = (p as usize - seg) / GRANULE;
         let word = (seg + BITMAP_OFFSET + (g / 64) * 8) as *const AtomicU64;
-        // SAFETY: the bitmap lies in the segment's metadata slice, mapped
-        // for as long as the segment is.
+        // SAFETY: per contract; the bitmap lies in the segment's metadata
+        // slice.
         (unsafe { &*word }, 1u64 << (g % 64))
     }
 
@@ -71,19 +76,28 @@ mod enabled {
     }
 
     /// Marks a new small block live.
+    ///
+    /// # Safety
+    /// `p` is a block just handed out by the instance.
     #[inline]
-    pub fn on_alloc(p: *mut u8) {
-        // SAFETY: `p` was just handed out, so its segment is mapped.
-        if unsafe { crate::segment::is_small(segment_of(p)) } {
-            let (w, m) = bit(p);
-            w.fetch_or(m, Ordering::Relaxed);
+    pub unsafe fn on_alloc(p: *mut u8) {
+        // SAFETY: per contract its segment is mapped.
+        unsafe {
+            if crate::segment::is_small(segment_of(p)) {
+                let (w, m) = bit(p);
+                w.fetch_or(m, Ordering::Relaxed);
+            }
         }
     }
 
     /// Marks a new block live that is known to be small.
+    ///
+    /// # Safety
+    /// `p` is a small block just handed out by the instance.
     #[inline]
-    pub fn on_alloc_small(p: *mut u8) {
-        let (w, m) = bit(p);
+    pub unsafe fn on_alloc_small(p: *mut u8) {
+        // SAFETY: per contract.
+        let (w, m) = unsafe { bit(p) };
         w.fetch_or(m, Ordering::Relaxed);
     }
 
@@ -161,12 +175,15 @@ mod enabled {
 
     /// Reports what is wrong with `p`, a pointer into small segment `seg`
     /// that is not the start of a live block.
+    ///
+    /// # Safety
+    /// `seg` is a mapped small segment of the instance and `p` lies in it.
     #[cold]
-    fn not_live(seg: *mut Segment, p: *mut u8) -> ! {
+    unsafe fn not_live(seg: *mut Segment, p: *mut u8) -> ! {
         if (p as usize) - (seg as usize) < SLICE_SIZE {
             fatal("pointer into segment metadata: not a block", p);
         }
-        // SAFETY: `p` lies in a live segment of ours, past its metadata.
+        // SAFETY: per contract, past the metadata slice.
         let page = unsafe { &*Segment::page_of(seg, p) };
         if page.slice_count == 0 {
             fatal("stale pointer: its page holds no blocks", p);
@@ -210,12 +227,17 @@ mod enabled {
     }
 
     /// Marks block `p` free; aborts if it was not live.
+    ///
+    /// # Safety
+    /// `p` passed [`validate`] for this instance (so its segment is one of
+    /// ours, small or huge).
     #[inline]
-    pub fn on_free(p: *mut u8) {
+    pub unsafe fn on_free(p: *mut u8) {
         let seg = segment_of(p);
-        // SAFETY: validated before.
+        // SAFETY: per contract.
         if unsafe { crate::segment::is_small(seg) } {
-            let (w, m) = bit(p);
+            // SAFETY: per contract, a small segment of ours.
+            let (w, m) = unsafe { bit(p) };
             if w.fetch_and(!m, Ordering::Relaxed) & m == 0 {
                 fatal("double free (block is not live)", p);
             }
@@ -271,12 +293,18 @@ mod enabled {
     pub fn global_layout(_size: usize) {}
 
     /// Nothing to record without the checks.
+    ///
+    /// # Safety
+    /// As with the checks: `p` is a block just handed out.
     #[inline(always)]
-    pub fn on_alloc(_p: *mut u8) {}
+    pub unsafe fn on_alloc(_p: *mut u8) {}
 
     /// Nothing to record without the checks.
+    ///
+    /// # Safety
+    /// As with the checks: `p` is a small block just handed out.
     #[inline(always)]
-    pub fn on_alloc_small(_p: *mut u8) {}
+    pub unsafe fn on_alloc_small(_p: *mut u8) {}
 
     /// Nothing to check without the checks (and no zero-size blocks).
     #[inline(always)]
@@ -285,8 +313,11 @@ mod enabled {
     }
 
     /// Nothing to record without the checks.
+    ///
+    /// # Safety
+    /// As with the checks: `p` passed `validate`.
     #[inline(always)]
-    pub fn on_free(_p: *mut u8) {}
+    pub unsafe fn on_free(_p: *mut u8) {}
 
     /// Nothing to check without the checks.
     #[inline(always)]

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!  align <= 4 KiB:    seg |hdr|block ........................|
-//!  align <= 4 MiB:    seg |hdr| ... |block (at seg + align) ..|
+//!  align < 64 KiB:    seg |hdr| ... |block (at seg + align) ..|
+//!  align <= 4 MiB:    seg |hdr| ... 4 MiB ... |block ...........|
 //!  align >  4 MiB:    seg |hdr| ... 4 MiB ... |block (aligned) ...|
 //! ```
 //!
@@ -58,7 +59,7 @@ pub use cache::maintain;
 
 use crate::keys;
 use crate::os::{self, align_up, Purged};
-use crate::segment::{slow_tag, Kind, Segment, SegmentHeader, SEGMENT_SIZE};
+use crate::segment::{slow_tag, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
 use crate::store::{SegmentStore, Span};
 use crate::sys::{self, PAGE_SIZE};
 use core::ptr::{self, NonNull};
@@ -104,9 +105,17 @@ fn chunk_align(n: usize) -> Option<usize> {
     align_up(n, SEGMENT_SIZE)
 }
 
-/// Offset of the block from the mapping start for a given alignment.
+/// Offset of the block from the mapping start for a given alignment: in
+/// the header's slice, or exactly one segment on. Either way the block's
+/// slice index (`Segment::slice_offset`) is 0, which no small block's is:
+/// the fast paths of `free` and `malloc_usable_size` tell small blocks
+/// (and null) apart by it before reading anything.
 fn block_offset(align: usize) -> usize {
-    align.clamp(LEAD_PAGES * PAGE_SIZE, SEGMENT_SIZE)
+    if align < SLICE_SIZE {
+        align.max(LEAD_PAGES * PAGE_SIZE)
+    } else {
+        SEGMENT_SIZE
+    }
 }
 
 /// Transparent huge pages are this large (x86_64).

@@ -336,18 +336,67 @@ impl Segment {
     /// The metadata entry of the slice holding `p`, where `seg` is
     /// `segment_of(p)`: the page itself if the slice is the page's first.
     /// Computed from the address bits alone (a shift and a mask), so it is
-    /// also defined for a huge block: its entry lies in the huge header's
-    /// first page and reads with a tag that is never a thread's heap
-    /// ([`HUGE_OWNER`](owner::HUGE_OWNER) in entry 0, zero elsewhere, as nothing
-    /// but the 64-byte header is ever written there). Used by the free fast
-    /// path before it knows the segment's kind.
+    /// also defined for a huge block: a huge block lies in slice 0 of its
+    /// segment or exactly one segment past it (see `huge`), so its entry is
+    /// entry 0, the huge header, whose tag is
+    /// [`HUGE_OWNER`](owner::HUGE_OWNER), never a thread's heap. Used by the
+    /// free fast path before it knows the segment's kind.
     ///
     /// # Safety
     /// `seg` is the segment of a live block `p`.
     #[inline(always)]
     pub unsafe fn slice_entry(seg: *mut SegmentHeader, p: *mut u8) -> *mut Page {
-        let off = (p as usize >> (SLICE_SHIFT - 6)) & ((SLICES - 1) << 6);
-        seg.cast::<u8>().wrapping_add(off).cast()
+        seg.cast::<u8>()
+            .wrapping_add(Segment::slice_offset(p))
+            .cast()
+    }
+
+    /// The offset of `p`'s slice entry from its segment's start: 64 times
+    /// its slice index. Zero for null and for a huge block (see
+    /// [`Segment::slice_entry`]), never for a small block (slice 0 holds
+    /// the metadata): `malloc_usable_size`'s fast path branches on it (on
+    /// the flags of the mask itself) instead of testing for null.
+    #[inline(always)]
+    pub fn slice_offset(p: *mut u8) -> usize {
+        (p as usize >> (SLICE_SHIFT - 6)) & ((SLICES - 1) << 6)
+    }
+
+    /// Whether the tag of `p`'s slice entry ([`Segment::slice_entry`]) is
+    /// `owner`: the free fast path's ownership test.
+    ///
+    /// One `cmp` with a memory operand and a branch. The tag is an atomic
+    /// (other threads read it while the owner writes it), and the compiler
+    /// never folds an atomic load into another instruction, so a plain
+    /// `load == owner` costs a separate `mov`; inline assembly reads the
+    /// aligned word once, as a relaxed load does on x86_64.
+    ///
+    /// # Safety
+    /// As for [`Segment::slice_entry`].
+    #[inline(always)]
+    pub unsafe fn tag_is(seg: *mut SegmentHeader, p: *mut u8, owner: *mut Owner) -> bool {
+        // Miri runs no assembly.
+        #[cfg(miri)]
+        // SAFETY: per contract.
+        return unsafe { (*Segment::slice_entry(seg, p)).tag.load(Ordering::Relaxed) == owner };
+        #[cfg(not(miri))]
+        {
+            let off = Segment::slice_offset(p);
+            // SAFETY: per contract the entry is mapped and readable; the
+            // compare only reads it (`readonly`), and the label returns.
+            unsafe {
+                core::arch::asm!(
+                    "cmp {owner}, qword ptr [{seg} + {off} + {tag}]",
+                    "jne {differs}",
+                    owner = in(reg) owner,
+                    seg = in(reg) seg,
+                    off = in(reg) off,
+                    tag = const core::mem::offset_of!(Page, tag),
+                    differs = label { return false },
+                    options(nostack, readonly),
+                );
+            }
+            true
+        }
     }
 
     /// Free slices that still hold memory (and were not given back lazily).

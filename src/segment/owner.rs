@@ -2,6 +2,8 @@
 
 use core::ptr;
 use core::sync::atomic::AtomicUsize;
+#[cfg(miri)]
+use core::sync::atomic::Ordering;
 
 /// What the segment layer knows of the heap that owns a segment or a
 /// page: the start of it. A heap begins with an `Owner` (the heap type is
@@ -12,6 +14,39 @@ use core::sync::atomic::AtomicUsize;
 pub struct Owner {
     /// Thread pointer of the owning thread (0: none).
     pub tp: AtomicUsize,
+}
+
+impl Owner {
+    /// Whether `o`'s thread pointer is `tp`: one `cmp` with a memory
+    /// operand and a branch, where a relaxed load (which the compiler never
+    /// folds into another instruction) costs a separate `mov` (see
+    /// [`Segment::tag_is`](super::Segment::tag_is)).
+    ///
+    /// # Safety
+    /// `o` points to a live `Owner` (a heap, or [`HUGE_OWNER`]).
+    #[inline(always)]
+    pub unsafe fn tp_is(o: *const Owner, tp: usize) -> bool {
+        // Miri runs no assembly.
+        #[cfg(miri)]
+        // SAFETY: per contract.
+        return unsafe { (*o).tp.load(Ordering::Relaxed) == tp };
+        #[cfg(not(miri))]
+        {
+            // SAFETY: per contract `o` is readable; the compare only reads
+            // it (`readonly`), and the label returns.
+            unsafe {
+                core::arch::asm!(
+                    "cmp {tp}, qword ptr [{o}]",
+                    "jne {differs}",
+                    tp = in(reg) tp,
+                    o = in(reg) o,
+                    differs = label { return false },
+                    options(nostack, readonly),
+                );
+            }
+            true
+        }
+    }
 }
 
 /// The `owner` of every huge segment and the [`Page::tag`](super::Page::tag) of every page

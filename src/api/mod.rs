@@ -17,6 +17,9 @@ use crate::thread;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+mod realloc;
+pub use realloc::realloc;
+
 /// An emma instance: a zero-sized type minted by
 /// [`emma_instance!`](crate::emma_instance), naming the instance's static
 /// state and its per-thread heap slot. Its methods are hidden plumbing; what
@@ -57,13 +60,17 @@ pub unsafe trait Instance: Copy + 'static {
 
 /// Whether `tag` (a page's [`Page::tag`](crate::segment::Page::tag) or a
 /// segment's owner) is the calling thread's heap.
+///
+/// # Safety
+/// `tag` is null, [`slow_tag`], or a heap of instance `I` (as read from
+/// the entry or segment of a live block).
 #[inline(always)]
-fn is_mine<I: Instance>(tag: *mut Owner) -> bool {
+unsafe fn is_mine<I: Instance>(tag: *mut Owner) -> bool {
     if I::USES_TLS {
         tag == Heap::as_owner(I::heap())
     } else {
-        // SAFETY: a non-null tag is a heap of the instance or `HUGE_OWNER`,
-        // which outlive their blocks (a huge block's entry may read zero).
+        // SAFETY: per contract a non-null tag is a heap of the instance or
+        // `HUGE_OWNER`, which outlive their blocks.
         !tag.is_null() && unsafe { (*tag).tp.load(Ordering::Relaxed) } == thread::thread_pointer()
     }
 }
@@ -82,9 +89,12 @@ pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
 
 /// Whether `h` (the calling thread's slot) is a real heap the calling
 /// thread owns: only then may a hardened path use its quarantine.
+///
+/// # Safety
+/// `h` is the empty heap or a heap of an instance (what a slot holds).
 #[inline]
-fn own_heap(h: *mut Heap) -> bool {
-    // SAFETY: a real heap of the instance, which outlives its blocks.
+unsafe fn own_heap(h: *mut Heap) -> bool {
+    // SAFETY: per contract; heaps outlive their instance's blocks.
     !Heap::is_empty_heap(h)
         && unsafe { (*h).owner.tp.load(Ordering::Relaxed) } == thread::thread_pointer()
 }
@@ -120,7 +130,8 @@ fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8
 fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size == 0 && align <= MIN_ALIGN {
         let mut h = I::heap();
-        if !own_heap(h) {
+        // SAFETY: the calling thread's slot.
+        if !unsafe { own_heap(h) } {
             h = heap_for_slow::<I>();
         }
         if !h.is_null() {
@@ -197,15 +208,17 @@ pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// request is not small, or the page is empty).
 #[inline(always)]
 fn small_pop<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    // `size <= SMALL_SIZE_MAX && align <= MIN_ALIGN` in one compare: both
-    // sides are below 32 exactly then (`align` is a power of two).
-    const _: () = assert!((SMALL_SIZE_MAX + 1) >> SMALL_TEST_SHIFT == 2 * MIN_ALIGN);
-    if (size >> SMALL_TEST_SHIFT) | align < 2 * MIN_ALIGN {
+    // Two compares and branches (4 instructions). Folding them into one
+    // compare, `(size >> 6) | align < 32`, costs 5: the shift needs a copy
+    // of `size`, which the granule index still uses. A known `align`
+    // folds its compare away.
+    if is_small_request(size, align) {
         // SAFETY: `I::heap()` is the calling thread's heap or the empty one;
         // `size <= SMALL_SIZE_MAX`.
         let p = unsafe { Heap::alloc_small(I::heap(), size) };
         if !p.is_null() {
-            check::on_alloc(p);
+            // SAFETY: just handed out.
+            unsafe { check::on_alloc(p) };
         }
         return p;
     }
@@ -216,13 +229,17 @@ fn small_pop<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// the medium path for the rest.
 #[inline(always)]
 fn beyond_small<I: Instance>(size: usize, align: usize) -> *mut u8 {
-    if (size >> SMALL_TEST_SHIFT) | align < 2 * MIN_ALIGN {
+    if is_small_request(size, align) {
         return alloc_slow::<I>(size, align);
     }
     alloc_medium::<I>(size, align)
 }
-/// See the test in [`small_pop`].
-const SMALL_TEST_SHIFT: u32 = 6;
+
+/// Whether a request is served by [`Heap::alloc_small`].
+#[inline(always)]
+fn is_small_request(size: usize, align: usize) -> bool {
+    size <= SMALL_SIZE_MAX && align <= MIN_ALIGN
+}
 
 /// Sizes above [`SMALL_SIZE_MAX`] and alignments above [`MIN_ALIGN`].
 #[inline(never)]
@@ -231,7 +248,8 @@ fn alloc_medium<I: Instance>(size: usize, align: usize) -> *mut u8 {
         // SAFETY: as in `alloc`.
         let p = unsafe { Heap::alloc(I::heap(), class_of(size)) };
         if !p.is_null() {
-            check::on_alloc(p);
+            // SAFETY: just handed out.
+            unsafe { check::on_alloc(p) };
             return p;
         }
     }
@@ -291,7 +309,8 @@ fn alloc_slow<I: Instance>(size: usize, align: usize) -> *mut u8 {
         }
     };
     if !p.is_null() {
-        check::on_alloc(p);
+        // SAFETY: just handed out.
+        unsafe { check::on_alloc(p) };
     }
     p
 }
@@ -428,13 +447,17 @@ unsafe fn free_unchecked<I: Instance>(p: *mut u8) {
             // The same test as `is_mine`, with the heap from the slot
             // rather than from the tag (so the tag is compared in memory).
             let h = I::heap();
-            if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
+            if Segment::tag_is(seg, p, Heap::as_owner(h)) {
                 return Heap::free_local(h, entry, p);
             }
             free_other::<I>(p);
         } else {
+            // `is_mine` without its null test: a live block's tag is never
+            // null (a heap, or `HUGE_OWNER` for full pages, other slices
+            // and huge blocks).
             let tag = (*entry).tag.load(Ordering::Relaxed);
-            if is_mine::<I>(tag) {
+            debug_assert!(!tag.is_null());
+            if Owner::tp_is(tag, thread::thread_pointer()) {
                 Heap::free_local(Heap::of(tag), entry, p);
             } else {
                 free_other::<I>(p);
@@ -499,6 +522,38 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     }
 }
 
+/// `malloc_usable_size` without the checks: the block size from the slice
+/// entry, with null and huge blocks (slice offset 0, see
+/// [`Segment::slice_offset`]) on the cold path: 7 instructions and a `ret`.
+/// Only for builds without `hardened` (which reports the requested size).
+///
+/// # Safety
+/// `p` is null or a live block of instance `I`.
+#[inline(always)]
+pub unsafe fn usable_size_unchecked(p: *mut u8) -> usize {
+    if Segment::slice_offset(p) == 0 {
+        // SAFETY: forwarded contract.
+        return unsafe { usable_in_slice0(p) };
+    }
+    // SAFETY: a small block: every slice entry of its page carries the
+    // block size.
+    unsafe { (*Segment::slice_entry(segment_of(p), p)).block_size as usize }
+}
+
+/// [`usable_size_unchecked`] of null (0) or a huge block.
+///
+/// # Safety
+/// As for [`usable_size_unchecked`].
+#[cold]
+#[inline(never)]
+unsafe fn usable_in_slice0(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { usable_size(p) }
+}
+
 /// The size of block `p` and the keys of its end canary (the page's, or
 /// derived from a huge block's header address).
 ///
@@ -528,82 +583,6 @@ unsafe fn block_meta(p: *mut u8) -> (usize, Keys) {
 // A huge block's slice entry lies in its header page, past the header
 // itself except for entry 0 (see `Segment::slice_entry`).
 const _: () = assert!(core::mem::size_of::<HugeHeader>() <= 64);
-
-/// Resizes block `p` to `new_size` bytes, in place when its class allows,
-/// by moving pages for huge blocks, else by copying. `layout` is the
-/// `(size, align)` the block was allocated with, if known (the C ABI does
-/// not know it: alignment [`MIN_ALIGN`] then). On failure returns null and
-/// `p` is untouched.
-///
-/// # Safety
-/// `p` is a live block of instance `I` (allocated with `layout`, which is
-/// only checked, with `boundary-checks`).
-pub unsafe fn realloc<I: Instance>(
-    p: *mut u8,
-    layout: Option<(usize, usize)>,
-    new_size: usize,
-) -> *mut u8 {
-    let zero = check::validate(I::state(), p, layout);
-    let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
-    if zero {
-        harden::zero::check(p, false);
-        let q = alloc::<I>(new_size, align);
-        if !q.is_null() {
-            harden::zero::check(p, true);
-        }
-        return q;
-    }
-    let seg = segment_of(p);
-    // SAFETY: per contract.
-    unsafe {
-        let usable = usable_size(p);
-        // What the block could hold (less the hardened slack).
-        let room = block_meta(p).0 - harden::SLACK;
-        if is_small(seg) {
-            // Stay if the block fits and is not more than twice too big
-            // (blocks of the linear classes always stay when shrinking).
-            if new_size <= room && (new_size * 2 >= room || room <= 128) {
-                return resized(p, new_size);
-            }
-        } else if new_size > MAX_CLASS_SIZE || align > SLICE_SIZE {
-            let st = I::state();
-            st.enter();
-            let q = huge::realloc(
-                &st.store,
-                seg.cast(),
-                new_size.saturating_add(harden::SLACK),
-            );
-            if !q.is_null() {
-                return resized(q, new_size);
-            }
-        }
-        let q = alloc::<I>(new_size, align);
-        if q.is_null() {
-            return q;
-        }
-        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
-        check::on_free(p);
-        release::<I>(p);
-        q
-    }
-}
-
-/// Block `p` resized in place to `n` bytes: with `hardened`, its canary and
-/// trailer move.
-///
-/// # Safety
-/// `p` is a live block with room for `n + SLACK` bytes.
-#[inline]
-unsafe fn resized(p: *mut u8, n: usize) -> *mut u8 {
-    if keys::ENABLED {
-        // SAFETY: per contract.
-        unsafe {
-            let (raw, keys) = block_meta(p);
-            harden::canary::seal(p, n, raw, keys);
-        }
-    }
-    p
-}
 
 /// Whether `p` points into memory of instance `I`. Safe for any value.
 pub fn owns<I: Instance>(p: *const u8) -> bool {

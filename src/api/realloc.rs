@@ -1,0 +1,87 @@
+//! `realloc`: in place when the block's class allows, by moving pages for
+//! huge blocks, else by copying.
+
+use super::{alloc, block_meta, release, usable_size, Instance};
+use crate::check;
+use crate::harden;
+use crate::huge;
+use crate::keys;
+use crate::segment::{is_small, segment_of, SLICE_SIZE};
+use crate::size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
+use core::ptr;
+
+/// Resizes block `p` to `new_size` bytes, in place when its class allows,
+/// by moving pages for huge blocks, else by copying. `layout` is the
+/// `(size, align)` the block was allocated with, if known (the C ABI does
+/// not know it: alignment [`MIN_ALIGN`] then). On failure returns null and
+/// `p` is untouched.
+///
+/// # Safety
+/// `p` is a live block of instance `I` (allocated with `layout`, which is
+/// only checked, with `boundary-checks`).
+pub unsafe fn realloc<I: Instance>(
+    p: *mut u8,
+    layout: Option<(usize, usize)>,
+    new_size: usize,
+) -> *mut u8 {
+    let zero = check::validate(I::state(), p, layout);
+    let align = layout.map_or(MIN_ALIGN, |(_, a)| a);
+    if zero {
+        harden::zero::check(p, false);
+        let q = alloc::<I>(new_size, align);
+        if !q.is_null() {
+            harden::zero::check(p, true);
+        }
+        return q;
+    }
+    let seg = segment_of(p);
+    // SAFETY: per contract.
+    unsafe {
+        let usable = usable_size(p);
+        // What the block could hold (less the hardened slack).
+        let room = block_meta(p).0 - harden::SLACK;
+        if is_small(seg) {
+            // Stay if the block fits and is not more than twice too big
+            // (blocks of the linear classes always stay when shrinking).
+            if new_size <= room && (new_size * 2 >= room || room <= 128) {
+                return resized(p, new_size);
+            }
+        } else if new_size > MAX_CLASS_SIZE || align > SLICE_SIZE {
+            let st = I::state();
+            st.enter();
+            let q = huge::realloc(
+                &st.store,
+                seg.cast(),
+                new_size.saturating_add(harden::SLACK),
+            );
+            if !q.is_null() {
+                return resized(q, new_size);
+            }
+        }
+        let q = alloc::<I>(new_size, align);
+        if q.is_null() {
+            return q;
+        }
+        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+        check::on_free(p);
+        release::<I>(p);
+        q
+    }
+}
+
+/// Block `p` resized in place to `n` bytes: with `hardened`, its canary and
+/// trailer move.
+///
+/// # Safety
+/// `p` is a live block with room for `n + SLACK` bytes.
+#[inline]
+unsafe fn resized(p: *mut u8, n: usize) -> *mut u8 {
+    if keys::ENABLED {
+        // SAFETY: per contract.
+        unsafe {
+            let (raw, keys) = block_meta(p);
+            harden::canary::seal(p, n, raw, keys);
+        }
+    }
+    p
+}
