@@ -108,8 +108,13 @@ pub(super) fn alloc_cached(
 unsafe fn split(store: &SegmentStore, s: Span, at: usize, instance: usize) -> Option<(Span, Span)> {
     let (front, rest, touched) = s.split(at, PAGE_SIZE);
     store.segmap.insert(rest.base, rest.len).ok()?;
-    // SAFETY: the rest is a free span of ours, behind the lock.
-    unsafe { write_free_header(rest, instance) };
+    // SAFETY: the rest is a free span of ours, behind the lock; the
+    // front's header page is the span's, which stays writable.
+    unsafe {
+        write_free_header(rest, instance);
+        // Its header must not claim the rest (`for_each_mapping`, teardown).
+        (*(front.base as *mut HugeHeader)).map_len = front.len;
+    }
     // The rest's new header page is memory in use already.
     store.commit_written(touched);
     Some((front, rest))
@@ -143,10 +148,10 @@ pub(super) fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
         let _g = store.lock();
         // SAFETY: lock held.
         let (merged, evicted) = unsafe { (*store.huge.get()).put(s, merge) };
+        // SAFETY: the span is ours and cached, behind the lock; its first
+        // header survives (purges skip header pages).
+        unsafe { (*(merged.base as *mut HugeHeader)).map_len = merged.len };
         if merged.len != s.len {
-            // SAFETY: the merged span is ours and cached, behind the lock;
-            // its first header survives (purges skip header pages).
-            unsafe { (*(merged.base as *mut HugeHeader)).map_len = merged.len };
             // The neighbours' chunks are recorded already: cannot fail.
             let _ = store.segmap.insert(merged.base, merged.len);
         }
