@@ -54,10 +54,18 @@ pub fn main() -> ExitCode {
     let mut progress = Progress::new();
     let mut done = 0;
     let mut quiet = quiet::Quiet::default();
+    let n = runnable.len();
+    // Strides coprime with the number of allocators: each repetition runs
+    // them in another order, so no allocator always follows the same one
+    // (a process can leave the machine in a state the next one pays for,
+    // e.g. fragmented memory that the kernel compacts on the next process's
+    // first huge-page faults), and the median drops such a run.
+    let strides: Vec<usize> = (1..n.max(2)).filter(|&s| gcd(s, n) == 1).collect();
     for rep in 0..cfg.reps {
+        let stride = strides[rep % strides.len()];
         for (wi, workload) in cfg.workloads.iter().enumerate() {
-            for k in 0..runnable.len() {
-                let ai = (k + rep + wi) % runnable.len();
+            for k in 0..n {
+                let ai = (rep + wi + k * stride) % n;
                 let (alloc, bin, preload) = &runnable[ai];
                 if rep >= alloc.max_reps {
                     continue;
@@ -182,4 +190,13 @@ fn write_outputs(results: &Results, out_dir: &Path) -> std::io::Result<()> {
     )?;
     std::fs::write(out_dir.join("runs.tsv"), report::tsv(results))?;
     Ok(())
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
