@@ -11,7 +11,7 @@
 //! cache. Once huge frees pause for [`WARM_DELAYS`] purge delays, all of
 //! it is purged and the peak starts afresh.
 
-use super::{count, init, HugeHeader, HUGE_PAGE};
+use super::{count, init, HugeHeader, HUGE_PAGE, TRANSPARENT_HUGE_PAGES};
 use crate::keys;
 use crate::os::{self, align_up, Purged};
 use crate::segment::SEGMENT_SIZE;
@@ -79,7 +79,7 @@ pub(super) fn alloc_cached(
     }
     // SAFETY: the span left the cache: idle, mapped, ours.
     let base = unsafe { NonNull::new_unchecked(s.base as *mut u8) };
-    if faults {
+    if faults && TRANSPARENT_HUGE_PAGES {
         // Purged pages fault back in as huge pages (the mapping is advised
         // so), but where a header page stayed (at the start of every span
         // that was cached on its own), its 2 MiB would fault back in

@@ -121,6 +121,16 @@ fn block_offset(align: usize) -> usize {
 /// Transparent huge pages are this large (x86_64).
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Whether huge mappings ask for transparent huge pages (`MADV_HUGEPAGE`,
+/// and `MADV_COLLAPSE` when a purged span is reused). Off: with the
+/// kernel's default `defrag = madvise`, the first huge-page faults after
+/// other processes fragmented memory compact it synchronously. In the
+/// benchmark suite, with other allocators' processes run in between,
+/// malloc-large took 0.9 s per run with the advice in nearly every run
+/// (0.12 s when nothing needed compacting), against 0.4-0.55 s without it
+/// (109,000 small faults instead of 750): predictable beats lucky.
+const TRANSPARENT_HUGE_PAGES: bool = false;
+
 /// With `hardened`, makes the page after a fresh mapping's header a guard.
 fn guard(base: NonNull<u8>) {
     if keys::ENABLED {
@@ -202,8 +212,10 @@ pub fn alloc(store: &SegmentStore, size: usize, align: usize, instance: usize) -
     count(store, need, true);
     maintain(store, sys::monotonic_ns());
     guard(base);
-    // SAFETY: fresh mapping of `need` bytes.
-    unsafe { os::huge_pages(base, need) };
+    if TRANSPARENT_HUGE_PAGES {
+        // SAFETY: fresh mapping of `need` bytes.
+        unsafe { os::huge_pages(base, need) };
+    }
     // SAFETY: fresh mapping of `need` bytes.
     (unsafe { init(base, need, align, instance) }, true)
 }
