@@ -287,8 +287,8 @@ impl Heap {
             let next = Block::next(b, (*page).keys);
             checks::check_link(page, b, next);
             (*page).free = next;
-            checks::clear_link(b);
             checks::check_junk(page, b, next);
+            checks::clear_link(b);
             b.cast()
         }
     }

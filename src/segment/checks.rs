@@ -11,7 +11,7 @@ mod imp {
 
     use core::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
+        _mm_and_si128, _mm_set_epi64x, _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
     };
 
     /// Bytes in each window [`junk_intact`] checks.
@@ -88,15 +88,33 @@ mod imp {
         unsafe { b.add(8).cast::<usize>().write(JUNK_WORD) };
     }
 
-    /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`.
+    /// `chunk ^ junk` for the block's first chunk, whose first 8 bytes (the
+    /// link, still in place) count as junk. The link is overwritten only
+    /// after this load: a 16-byte load right after an 8-byte store to the
+    /// same address cannot take its data from the store buffer and stalls
+    /// until the store completes (it was a third of the hardened pair's time).
+    ///
+    /// # Safety
+    /// `b` is 16-byte aligned, with 16 readable bytes.
+    #[inline(always)]
+    unsafe fn head(b: *const u8, j: __m128i) -> __m128i {
+        // SAFETY: per contract; SSE2 is part of the x86_64 baseline.
+        unsafe {
+            let past_link = _mm_set_epi64x(-1, 0);
+            _mm_and_si128(_mm_xor_si128(_mm_load_si128(b.cast()), j), past_link)
+        }
+    }
+
+    /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`, the first
+    /// one being `first`.
     ///
     /// # Safety
     /// `p` is 16-byte aligned, with [`WINDOW`] readable bytes.
     #[inline(always)]
-    unsafe fn window(p: *const u8, j: __m128i) -> __m128i {
+    unsafe fn window(p: *const u8, first: __m128i, j: __m128i) -> __m128i {
         // SAFETY: per contract.
         unsafe {
-            let mut acc = _mm_xor_si128(_mm_load_si128(p.cast()), j);
+            let mut acc = first;
             for i in 1..CHUNKS {
                 acc = _mm_or_si128(acc, _mm_xor_si128(_mm_load_si128(p.add(16 * i).cast()), j));
             }
@@ -104,8 +122,8 @@ mod imp {
         }
     }
 
-    /// Whether block `b` of `bs` bytes, its link word already overwritten
-    /// with junk, still holds [`JUNK`] where it is checked: every byte of
+    /// Whether block `b` of `bs` bytes, its link word still in place (and
+    /// not checked), holds [`JUNK`] where it is checked: every byte of
     /// a block up to two [`WINDOW`]s (128 bytes); for larger ones the
     /// first and the last window of the junk span and one more window at
     /// an offset drawn from `salt` (which changes from one reuse of the
@@ -120,7 +138,15 @@ mod imp {
         // SAFETY: per contract every window lies in the block.
         unsafe {
             let acc = if span >= WINDOW {
-                let mut acc = _mm_or_si128(window(b, j), window(b.add(span - WINDOW), j));
+                let h = head(b, j);
+                let tail = b.add(span - WINDOW);
+                // The tail window is the first one in a 64-byte block.
+                let tail0 = if span > WINDOW {
+                    _mm_xor_si128(_mm_load_si128(tail.cast()), j)
+                } else {
+                    h
+                };
+                let mut acc = _mm_or_si128(window(b, h, j), window(tail, tail0, j));
                 if span > 2 * WINDOW {
                     // A window among the `positions` 16-byte aligned ones
                     // between the first and the last.
@@ -128,14 +154,21 @@ mod imp {
                         (span - 2 * WINDOW) / 16 - (CHUNKS - 1).min((span - 2 * WINDOW) / 16 - 1);
                     let r = (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 as usize;
                     let at = WINDOW + 16 * ((r * positions) >> 32);
-                    acc = _mm_or_si128(acc, window(b.add(at), j));
+                    let mid = b.add(at);
+                    let mid0 = _mm_xor_si128(_mm_load_si128(mid.cast()), j);
+                    acc = _mm_or_si128(acc, window(mid, mid0, j));
                 }
                 acc
             } else {
-                // Up to three chunks, read overlapping rather than in a loop.
-                let last = span - 16;
+                // Up to three chunks, read overlapping rather than in a loop
+                // (the head alone for a 16-byte block).
                 let diff = |o: usize| _mm_xor_si128(_mm_load_si128(b.add(o).cast()), j);
-                _mm_or_si128(_mm_or_si128(diff(0), diff(last.min(16))), diff(last))
+                let h = head(b, j);
+                if span == 16 {
+                    h
+                } else {
+                    _mm_or_si128(_mm_or_si128(h, diff(16)), diff(span - 16))
+                }
             };
             _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
         }
@@ -166,8 +199,8 @@ mod imp {
         }
     }
 
-    /// Checks the junk of block `b` just popped from `page` (its link
-    /// already overwritten by [`clear_link`]); `next` was its link.
+    /// Checks the junk of block `b` just popped from `page`, before
+    /// [`clear_link`] overwrites its link; `next` was its link.
     ///
     /// # Safety
     /// `b` is a block of `page` the caller just popped.
