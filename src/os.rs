@@ -151,6 +151,56 @@ pub unsafe fn remap_aligned(
     moved.map(|()| target)
 }
 
+/// What [`exchange_fronts`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exchange {
+    /// Both ranges hold each other's pages.
+    Done,
+    /// `a`'s pages are at `b`, but `b`'s could not be put at `a`: `a` is
+    /// now unmapped.
+    AUnmapped,
+    /// The kernel refused: nothing changed.
+    Unchanged,
+    /// `a` is intact, but the front of `b` is unmapped (its pages could not
+    /// be put back after a refusal).
+    BFrontLost,
+}
+
+/// Exchanges the pages of `[a, a + len)` and `[b, b + len)` without
+/// copying: three `mremap`s through a temporary reservation. Each range
+/// must be one mapping (or inside one) of private anonymous memory.
+///
+/// # Safety
+/// Both ranges are page aligned, disjoint, owned by the caller and not in
+/// use by anyone else until the call returns; on return the caller
+/// handles whatever [`Exchange`] says.
+pub unsafe fn exchange_fronts(a: NonNull<u8>, b: NonNull<u8>, len: usize) -> Exchange {
+    let Ok(tmp) = sys::mmap_reserve(len) else {
+        return Exchange::Unchanged;
+    };
+    // SAFETY: per contract the ranges are ours; `tmp` is our reservation.
+    // A failed `mremap` leaves its source in place (the target may be
+    // gone: a reservation, or a range already emptied).
+    unsafe {
+        if sys::mremap_to(b, len, len, tmp).is_err() {
+            unmap(tmp, len);
+            return Exchange::Unchanged;
+        }
+        if sys::mremap_to(a, len, len, b).is_err() {
+            if sys::mremap_to(tmp, len, len, b).is_ok() {
+                return Exchange::Unchanged;
+            }
+            unmap(tmp, len);
+            return Exchange::BFrontLost;
+        }
+        if sys::mremap_to(tmp, len, len, a).is_err() {
+            unmap(tmp, len);
+            return Exchange::AUnmapped;
+        }
+    }
+    Exchange::Done
+}
+
 /// Asks for transparent huge pages on `[addr, addr + len)` (a hint: a
 /// kernel without them, or configured never to use them, refuses or
 /// ignores it, and nothing changes).

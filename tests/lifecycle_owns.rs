@@ -38,7 +38,7 @@ fn layouts() -> Vec<Layout> {
         (4 * MIB - 4096, 16), // header page + block = 4 MiB
         (12 * MIB - 4096, 8), // cached size
         (3 * MIB, MIB),       // block at 1 MiB into its 4 MiB
-        (40 * MIB - 4096, 8), // too large for the cache
+        (300 * MIB - 4096, 8), // too large for the cache
         (8 * MIB, 16 * MIB),  // header chunk + 8 MiB
     ] {
         v.push(Layout::from_size_align(size, align).unwrap());
@@ -252,11 +252,11 @@ fn freed_and_trimmed_blocks_are_not_owned() {
     assert!(blocks.iter().all(|&p| Trimmed.owns(p)));
 
     // Too large for the huge-block cache: unmapped by the free itself.
-    let uncached = Layout::from_size_align(64 * MIB, 8).unwrap();
+    let uncached = Layout::from_size_align(300 * MIB, 8).unwrap();
     let u = unsafe { Trimmed.alloc(uncached) };
-    assert!(Trimmed.owns(u) && Trimmed.owns(u.wrapping_add(64 * MIB - 1)));
+    assert!(Trimmed.owns(u) && Trimmed.owns(u.wrapping_add(300 * MIB - 1)));
     unsafe { Trimmed.dealloc(u, uncached) };
-    assert!(!Trimmed.owns(u) && !Trimmed.owns(u.wrapping_add(64 * MIB - 1)));
+    assert!(!Trimmed.owns(u) && !Trimmed.owns(u.wrapping_add(300 * MIB - 1)));
 
     // Cacheable: may still be owned after the free (cached), not after trim.
     let cached = Layout::from_size_align(6 * MIB, 8).unwrap();

@@ -21,7 +21,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
 /// Address space the cache may hold (its purged spans cost no memory).
-const CACHE_BYTES_MAX: usize = 256 << 20;
+const CACHE_BYTES_MAX: usize = 512 << 20;
 /// Memory that warm spans may always hold, however close the live huge
 /// blocks are to their peak.
 const WARM_BYTES_MIN: usize = 16 << 20;
@@ -105,7 +105,12 @@ pub(super) fn alloc_cached(
 /// # Safety
 /// `s` is a span of this store that left the cache, with the store's lock
 /// held.
-unsafe fn split(store: &SegmentStore, s: Span, at: usize, instance: usize) -> Option<(Span, Span)> {
+pub(super) unsafe fn split(
+    store: &SegmentStore,
+    s: Span,
+    at: usize,
+    instance: usize,
+) -> Option<(Span, Span)> {
     let (front, rest, touched) = s.split(at, PAGE_SIZE);
     store.segmap.insert(rest.base, rest.len).ok()?;
     // SAFETY: the rest is a free span of ours, behind the lock; the
@@ -126,7 +131,7 @@ unsafe fn split(store: &SegmentStore, s: Span, at: usize, instance: usize) -> Op
 ///
 /// # Safety
 /// `s` is a free span of this store, with the store's lock held.
-unsafe fn write_free_header(s: Span, instance: usize) {
+pub(super) unsafe fn write_free_header(s: Span, instance: usize) {
     // SAFETY: per contract; the header page of a cached span is writable.
     unsafe {
         init(
@@ -146,20 +151,40 @@ unsafe fn write_free_header(s: Span, instance: usize) {
 pub(super) fn cache_span(store: &SegmentStore, s: Span, merge: bool) {
     let evicted = {
         let _g = store.lock();
-        // SAFETY: lock held.
-        let (merged, evicted) = unsafe { (*store.huge.get()).put(s, merge) };
-        // SAFETY: the span is ours and cached, behind the lock; its first
-        // header survives (purges skip header pages).
-        unsafe { (*(merged.base as *mut HugeHeader)).map_len = merged.len };
-        if merged.len != s.len {
-            // The neighbours' chunks are recorded already: cannot fail.
-            let _ = store.segmap.insert(merged.base, merged.len);
-        }
-        evicted
+        // SAFETY: lock held; the span is free and ours.
+        unsafe { put_locked(store, s, merge) }
     };
     if let Some(v) = evicted {
         store.release_span(v);
     }
+}
+
+/// [`cache_span`] with the lock held: returns the span pushed out, for
+/// the caller to unmap once the lock is dropped.
+///
+/// # Safety
+/// The store's lock is held; `s` is a free span of ours with its header
+/// written, in no list.
+pub(super) unsafe fn put_locked(store: &SegmentStore, s: Span, merge: bool) -> Option<Span> {
+    // SAFETY: lock held.
+    let (merged, evicted) = unsafe { (*store.huge.get()).put(s, merge) };
+    // SAFETY: the span is ours and cached, behind the lock; its first
+    // header survives (purges skip header pages).
+    unsafe { (*(merged.base as *mut HugeHeader)).map_len = merged.len };
+    if merged.len != s.len {
+        // The neighbours' chunks are recorded already: cannot fail.
+        let _ = store.segmap.insert(merged.base, merged.len);
+    }
+    evicted
+}
+
+/// `addr`, a mapping's start, as a pointer.
+///
+/// # Safety
+/// `addr` is not 0 (no mapping of ours starts there).
+pub(super) unsafe fn nonnull(addr: usize) -> NonNull<u8> {
+    // SAFETY: per contract.
+    unsafe { NonNull::new_unchecked(addr as *mut u8) }
 }
 
 /// Purges warm spans idle for the purge delay (or over the warm bound)
@@ -180,8 +205,9 @@ pub fn maintain(store: &SegmentStore, now: u64) {
             // SAFETY: lock held.
             let c = unsafe { &mut *store.huge.get() };
             let purge_before = if c.quiet_for(now) >= quiet {
-                c.reset_peak(live);
-                now.saturating_sub(quiet)
+                let before = now.saturating_sub(quiet);
+                c.reset_peak(live, before);
+                before
             } else {
                 0
             };

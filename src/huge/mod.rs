@@ -29,7 +29,8 @@
 //! too large, or on `trim`. The clock is read only here, on paths that
 //! already make a system call or move megabytes.
 //!
-//! Huge mappings are advised to use transparent huge pages: a block of
+//! With [`TRANSPARENT_HUGE_PAGES`] on (it is off: see there why), huge
+//! mappings are advised to use transparent huge pages: a block of
 //! several MiB filled by the program then costs a page fault per 2 MiB
 //! instead of per 4 KiB (the 2 MiB still have to be zeroed, but the
 //! faults were most of the cost). The cost: touching the block's last
@@ -50,8 +51,11 @@
 //! same way. When `mprotect` is refused (e.g. `vm.max_map_count`), the
 //! span is unmapped instead: protection degrades, the program goes on.
 //!
-//! Growing a huge block moves its pages with `mremap` instead of copying
-//! them.
+//! Growing a huge block never copies it: it moves into a warm cached span,
+//! exchanging pages with the span's front ([`grow`]), or else grows with
+//! `mremap` (in place, or moved elsewhere with fresh pages for its tail);
+//! a block `mremap` cannot resize (made of several kernel mappings) moves
+//! into any cached span or a fresh mapping the same way.
 
 mod cache;
 
@@ -65,6 +69,7 @@ use crate::sys::{self, PAGE_SIZE};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+mod grow;
 mod invariants;
 
 pub use invariants::check_cache;
@@ -72,7 +77,7 @@ pub use invariants::check_cache;
 /// Blocks whose mapping is larger than this are unmapped when freed: a
 /// program rarely frees and reallocates such blocks in a loop, and keeping
 /// them would hold on to a lot of memory for one block.
-const CACHE_BLOCK_MAX: usize = 32 << 20;
+const CACHE_BLOCK_MAX: usize = 256 << 20;
 /// `hardened`: address space the quarantine may hold (no memory: its
 /// spans are emptied).
 const QUARANTINE_BYTES_MAX: usize = 1 << 30;
@@ -399,13 +404,19 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
         }
         return block;
     }
+    if align <= SEGMENT_SIZE {
+        // SAFETY: per contract; the mapping is shorter than `need`.
+        if let Some(b) = unsafe { grow::grow(store, h, need, grow::Into::Warm) } {
+            return b;
+        }
+    }
     // With `hardened` the guard page splits the mapping, which `mremap`
     // cannot move: the caller copies, and the old copy is quarantined.
     if keys::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
         return ptr::null_mut();
     }
     // Under the lock: the old header vanishes with the move.
-    let _g = store.lock();
+    let g = store.lock();
     // SAFETY: the mapping is the caller's; on success the old range is gone.
     match unsafe { os::remap_aligned(base, map_len, need, SEGMENT_SIZE) } {
         Ok(new) => {
@@ -432,7 +443,12 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
         }
         Err(_) => {
             store.decommit(need - map_len);
-            ptr::null_mut()
+            drop(g);
+            // E.g. a block made of several kernel mappings (after an
+            // exchange), which `mremap` can move but not resize: moving it
+            // into another span still saves the copy.
+            // SAFETY: per contract; the mapping is still shorter than `need`.
+            unsafe { grow::grow(store, h, need, grow::Into::Any) }.unwrap_or(ptr::null_mut())
         }
     }
 }

@@ -10,8 +10,8 @@ mod imp {
     use crate::segment::{Block, Page, SEGMENT_SIZE};
 
     use core::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm_and_si128, _mm_set_epi64x, _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_set_epi64x, _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
     };
 
     /// Bytes in each window [`junk_intact`] checks.

@@ -151,9 +151,18 @@ impl HugeCache {
         self.peak_live.saturating_sub(live) + floor
     }
 
-    /// Starts the peak afresh at `live` (the program went quiet).
-    pub fn reset_peak(&mut self, live: usize) {
-        self.peak_live = live;
+    /// Starts the peak afresh (the program went quiet until `before`):
+    /// at the `live` bytes plus the warm spans freed after `before`, which
+    /// the program held a moment ago (the span whose free ended the quiet,
+    /// for one, must not be purged on that account).
+    pub fn reset_peak(&mut self, live: usize, before: u64) {
+        let fresh: usize = self
+            .live()
+            .iter()
+            .filter(|s| s.since > before)
+            .map(|s| s.warm)
+            .sum();
+        self.peak_live = live + fresh;
     }
 
     /// How long no huge block has been freed, at `now`.
@@ -380,8 +389,18 @@ mod tests {
         c.note_live(60 * MIB);
         assert_eq!(c.warm_budget(70 * MIB, 16 * MIB), 46 * MIB);
         assert_eq!(c.warm_budget(120 * MIB, 16 * MIB), 16 * MIB);
-        c.reset_peak(10 * MIB);
+        c.reset_peak(10 * MIB, 0);
         assert_eq!(c.warm_budget(0, 16 * MIB), 26 * MIB);
+    }
+
+    #[test]
+    fn a_new_peak_leaves_room_for_spans_freed_since_the_quiet() {
+        let mut c = HugeCache::new();
+        c.put(warm(0, 12 * MIB, 3), false);
+        c.put(warm(64 * MIB, 8 * MIB, 10), false);
+        // Quiet until 5: the span freed at 10 was held a moment ago.
+        c.reset_peak(5 * MIB, 5);
+        assert_eq!(c.warm_budget(5 * MIB, 0), 8 * MIB);
     }
 
     #[test]

@@ -1,0 +1,175 @@
+//! Growing a huge block without copying it and without faulting in fresh
+//! pages where memory the program just freed is at hand.
+//!
+//! `mremap` grows a block in place or moves it, but its new tail is fresh
+//! memory, faulted in page by page as the program writes it; and it
+//! cannot resize a block whose mapping became several kernel mappings
+//! (after a move onto part of another one). Here the block instead
+//! *exchanges* its pages with the front of another span of at least the
+//! new length ([`os::exchange_fronts`]): the block's data moves there (no
+//! copy), and that span's front pages move to where the block was, which
+//! becomes a cached span of its own. Taken from the span cache, the span's
+//! tail is warm memory: a `Vec` that grows to tens of MiB again and again
+//! reuses its last round's pages.
+
+use super::cache::{nonnull, put_locked, split, write_free_header};
+use super::HugeHeader;
+use crate::keys;
+use crate::os::{self, Exchange};
+use crate::store::{SegmentStore, Span};
+use core::sync::atomic::Ordering;
+
+/// Where [`grow`] may take the span the block moves into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Into {
+    /// Only a cached span warm past the block's length: worth it before
+    /// trying `mremap`, since the new tail needs no faults.
+    Warm,
+    /// Any cached span, else a fresh mapping: when `mremap` could not grow
+    /// the block, this still saves the copy.
+    Any,
+}
+
+/// Grows live huge block `h` to a mapping of at least `need` bytes by
+/// exchanging its pages with the front of a span taken as `into` says.
+/// Returns the moved block; `None`, with the block unchanged, when there is
+/// no such span or the kernel refuses (the caller grows it otherwise).
+///
+/// # Safety
+/// `h` is the header of a live huge block of this store owned by the
+/// caller, aligned to at most a segment, whose mapping is shorter than
+/// `need` (whole chunks).
+pub(super) unsafe fn grow(
+    store: &SegmentStore,
+    h: *mut HugeHeader,
+    need: usize,
+    into: Into,
+) -> Option<*mut u8> {
+    if keys::ENABLED {
+        // The guard page and the quarantine rule out moving pages around.
+        return None;
+    }
+    let old = h as usize;
+    // SAFETY: per contract.
+    let (m, off, instance) = unsafe {
+        (
+            (*h).map_len,
+            (*h).block as usize - old,
+            (*h).header.instance,
+        )
+    };
+    let s = take(store, need, m, into, instance)?;
+    // Afterwards the block is `s.len` bytes and the span at `old` is `m`,
+    // all counted committed: `s.len - s.committed` more than before.
+    if store.commit(s.len - s.committed).is_err() {
+        super::cache::cache_span(store, s, true);
+        return None;
+    }
+    let g = store.lock();
+    // SAFETY: the block is the caller's, the span out of the cache, both
+    // ours; the lock keeps `for_each_mapping` from reading either header
+    // meanwhile.
+    let done = unsafe { os::exchange_fronts(nonnull(old), nonnull(s.base), m) };
+    let evicted = match done {
+        Exchange::Done | Exchange::AUnmapped => {
+            let b = s.base as *mut HugeHeader;
+            // SAFETY: the block's header came with its pages.
+            unsafe {
+                (*b).map_len = s.len;
+                (*b).block = (s.base + off) as *mut u8;
+            }
+            let grown = s.len - m;
+            store.stats.huge_bytes.fetch_add(grown, Ordering::Relaxed);
+            if done == Exchange::AUnmapped {
+                // The span's front pages are gone; the block's old place is
+                // a hole.
+                store.segmap.remove(old, m);
+                store.uncharge(m);
+                store.decommit(m);
+                None
+            } else {
+                let now = crate::sys::monotonic_ns();
+                let freed = Span {
+                    base: old,
+                    len: m,
+                    committed: m,
+                    since: now,
+                    warm: s.warm.min(m),
+                };
+                // SAFETY: lock held; the span's old front, now at `old`, is
+                // ours, free and in no list; its header is written first.
+                unsafe {
+                    // Reuse keeps the cache warm, as a free does.
+                    (*store.huge.get()).note_free(now);
+                    write_free_header(freed, instance);
+                    put_locked(store, freed, true)
+                }
+            }
+        }
+        Exchange::Unchanged => {
+            store.decommit(s.len - s.committed);
+            // SAFETY: lock held; the span is intact, ours and free.
+            unsafe { put_locked(store, s, true) }
+        }
+        Exchange::BFrontLost => {
+            // The span is broken: it goes whole (its hole too).
+            store.segmap.remove(s.base, s.len);
+            // SAFETY: ours, in no list.
+            unsafe { os::unmap(nonnull(s.base), s.len) };
+            store.uncharge(s.len);
+            store.decommit(s.len);
+            None
+        }
+    };
+    drop(g);
+    if let Some(v) = evicted {
+        store.release_span(v);
+    }
+    let moved = matches!(done, Exchange::Done | Exchange::AUnmapped);
+    // SAFETY: the block's header, written above; the block is the caller's.
+    moved.then(|| unsafe { (*(s.base as *mut HugeHeader)).block })
+}
+
+/// A span of exactly `need` bytes (or a little more) for a block of `m`
+/// bytes to grow into, out of every list: from the cache as `into` allows,
+/// else (with [`Into::Any`]) a fresh mapping.
+fn take(store: &SegmentStore, need: usize, m: usize, into: Into, instance: usize) -> Option<Span> {
+    {
+        let _g = store.lock();
+        // SAFETY: lock held.
+        let c = unsafe { &mut *store.huge.get() };
+        if let Some(s) = c.take(need) {
+            if into == Into::Warm && s.warm <= m {
+                // Its warm bytes would all go where the block was: no gain
+                // over `mremap`. (A span was just taken: none is evicted.)
+                let _ = c.put(s, false);
+                return None;
+            }
+            if s.len == need {
+                return Some(s);
+            }
+            // SAFETY: `s` left the cache, behind the lock; `need` is whole
+            // chunks, less than its length.
+            return Some(match unsafe { split(store, s, need, instance) } {
+                Some((front, rest)) => {
+                    let _ = c.put(rest, false);
+                    front
+                }
+                None => s,
+            });
+        }
+    }
+    if into == Into::Warm {
+        return None;
+    }
+    // A fresh mapping: its pages are untouched, so moving its front away
+    // costs nothing. Charged and recorded by `map`; committed by the caller.
+    let base = store.map(need)?;
+    Some(Span {
+        base: base.as_ptr() as usize,
+        len: need,
+        committed: 0,
+        since: 0,
+        warm: 0,
+    })
+}
