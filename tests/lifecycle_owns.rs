@@ -35,11 +35,11 @@ fn layouts() -> Vec<Layout> {
         (MAX_CLASS_SIZE, 16),
         (32, 4096),
         (5000, 65536),
-        (4 * MIB - 4096, 16), // header page + block = 4 MiB
-        (12 * MIB - 4096, 8), // cached size
-        (3 * MIB, MIB),       // block at 1 MiB into its 4 MiB
+        (4 * MIB - 4096, 16),  // header page + block = 4 MiB
+        (12 * MIB - 4096, 8),  // cached size
+        (3 * MIB, MIB),        // block at 1 MiB into its 4 MiB
         (300 * MIB - 4096, 8), // too large for the cache
-        (8 * MIB, 16 * MIB),  // header chunk + 8 MiB
+        (8 * MIB, 16 * MIB),   // header chunk + 8 MiB
     ] {
         v.push(Layout::from_size_align(size, align).unwrap());
     }

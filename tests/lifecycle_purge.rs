@@ -162,7 +162,11 @@ fn round<I: Instance + GlobalAlloc + Send + Sync>(inst: I, how: Purge, bytes: us
                 }
                 assert!(freed > 0);
                 step.wait(); // 3: everything but the survivors freed
-                inst.trim(); // also collects what others freed into our heap
+                             // Sends what we freed into others' heaps: remote frees wait
+                             // in the freeing heap until its next slow path or trim.
+                inst.trim();
+                step.wait(); // 3b: every thread sent its frees
+                inst.trim(); // collects what others freed into our heap
                 inst.check().unwrap();
                 step.wait(); // 4: trimmed; main measures
                 step.wait(); // 5: go on
@@ -180,6 +184,7 @@ fn round<I: Instance + GlobalAlloc + Send + Sync>(inst: I, how: Purge, bytes: us
     let s_peak = inst.stats();
     step.wait(); // 2
     step.wait(); // 3
+    step.wait(); // 3b
     step.wait(); // 4
     inst.trim();
     let sparse = rss();

@@ -421,7 +421,7 @@ unsafe fn free_hardened<I: Instance>(p: *mut u8) {
         }
         let q = quarantine::admit(h, p);
         if !q.is_null() {
-            quarantine::release(h, q);
+            Heap::free_block(h, q);
         }
     }
 }

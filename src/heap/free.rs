@@ -139,4 +139,34 @@ impl Heap {
             }
         }
     }
+
+    /// Gives block `p` back to its page from the calling thread's heap `h`,
+    /// whoever owns the page: locally if `h` does, else as a remote free.
+    /// For blocks the allocator itself held (the hardened quarantine), which
+    /// bypass the API's checks.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `p` is a small block of this instance
+    /// that nobody uses any more, not on any free list.
+    pub unsafe fn free_block(h: *mut Heap, p: *mut u8) {
+        let seg = segment_of(p);
+        // SAFETY: per contract.
+        unsafe {
+            // The free fast path's test first: the slice entry carries our
+            // tag if it heads a page on our queue.
+            let entry = Segment::slice_entry(seg, p);
+            if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
+                return Heap::free_local(h, entry, p);
+            }
+            let owner = owner_of(seg);
+            if owner == Heap::as_owner(h) {
+                // Any page of ours, full or spanning several slices: not
+                // the fast path's `free_local`, which wants a queued page's
+                // head.
+                Heap::free_local_flagged(h, p);
+            } else {
+                Heap::free_remote(h, Heap::of(owner), p);
+            }
+        }
+    }
 }

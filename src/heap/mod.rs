@@ -75,7 +75,7 @@ mod trim;
 pub use quarantine::Quarantine;
 pub use source::Source;
 
-use remote::{Pending, PENDING_SLOTS};
+use remote::{Outgoing, Pending, OUT_SLOTS, PENDING_SLOTS};
 
 /// Sizes up to this are served through [`Heap::alloc_small`]: one table
 /// entry per 16-byte granule, so no class lookup on the fast path.
@@ -154,14 +154,8 @@ pub struct Heap {
     pending: [Pending; PENDING_SLOTS],
     /// Bit `i` set: `pending[i]` holds a chain.
     pending_mask: u32,
-    /// The heap the outgoing batch of messages goes to (null: none).
-    out_dest: *mut Heap,
-    /// The batch: newest message first, linked with `out_dest`'s keys.
-    out_first: *mut Block,
-    /// The oldest message (where the owner's inbox is spliced on).
-    out_last: *mut Block,
-    /// Messages in the batch.
-    out_len: u32,
+    /// Outgoing batches of messages, one per recent destination heap.
+    out: [Outgoing; OUT_SLOTS],
     /// Recently freed blocks and the zero-size region (`hardened`).
     pub quarantine: Quarantine,
     /// Time-stamp counter of the heap's last look at the clock
@@ -225,10 +219,7 @@ impl Heap {
             next_heap: ptr::null_mut(),
             pending: [Pending::EMPTY; PENDING_SLOTS],
             pending_mask: 0,
-            out_dest: ptr::null_mut(),
-            out_first: ptr::null_mut(),
-            out_last: ptr::null_mut(),
-            out_len: 0,
+            out: [Outgoing::EMPTY; OUT_SLOTS],
             quarantine: Quarantine::new(),
             tick_cycles: 0,
             purge_at: 0,
@@ -472,8 +463,7 @@ impl Heap {
             (*h).purge_at = 0;
             (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
             (*h).pending_mask = 0;
-            (*h).out_dest = ptr::null_mut();
-            (*h).out_len = 0;
+            (*h).out = [Outgoing::EMPTY; OUT_SLOTS];
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -12,10 +12,9 @@
 //! of what only `hardened` uses of the heap.
 
 use super::Heap;
-use crate::segment::{owner_of, segment_of, Page, Segment};
+use crate::segment::Page;
 use crate::size_class::MIN_ALIGN;
 use core::ptr;
-use core::sync::atomic::Ordering;
 
 /// Blocks in the ring.
 const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
@@ -102,34 +101,7 @@ pub unsafe fn flush(h: *mut Heap) {
         let p = core::mem::replace(slot, ptr::null_mut());
         if !p.is_null() {
             // SAFETY: a quarantined block: freed, checked, unused.
-            unsafe { release(h, p) };
-        }
-    }
-}
-
-/// Gives block `p` back to its page: locally if `h` owns it, else as a
-/// remote free.
-///
-/// # Safety
-/// The calling thread owns `h`; `p` is a small block of this instance
-/// that nobody uses any more, not on any free list.
-pub unsafe fn release(h: *mut Heap, p: *mut u8) {
-    let seg = segment_of(p);
-    // SAFETY: per contract.
-    unsafe {
-        // The free fast path's test first: the slice entry carries our tag
-        // if it heads a page on our queue.
-        let entry = Segment::slice_entry(seg, p);
-        if (*entry).tag.load(Ordering::Relaxed) == Heap::as_owner(h) {
-            return Heap::free_local(h, entry, p);
-        }
-        let owner = owner_of(seg);
-        if owner == Heap::as_owner(h) {
-            // Any page of ours, full or spanning several slices: not the
-            // fast path's `free_local`, which wants a queued page's head.
-            Heap::free_local_flagged(h, p);
-        } else {
-            Heap::free_remote(h, Heap::of(owner), p);
+            unsafe { Heap::free_block(h, p) };
         }
     }
 }

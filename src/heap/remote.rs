@@ -8,21 +8,28 @@
 //! slot, or any chain on the freeing thread's next slow path) is sent to
 //! the owner as one message: its oldest block, which carries the inbox
 //! link and a packed word with the chain's newest block and length.
-//! Consecutive messages to one owner are linked into an outgoing batch,
-//! pushed onto the owner's `remote` inbox with one CAS.
+//! Messages to one owner are gathered into an outgoing batch (one per
+//! recent owner, [`OUT_SLOTS`] at once), pushed onto the owner's `remote`
+//! inbox with one CAS. When the batch's first message has room past its
+//! two words, the others are written into it as entries; else they are
+//! linked.
 //!
 //! The owner takes its whole inbox with one swap on its slow path and, per
 //! message, splices the chain onto the page's `local_free` and subtracts
-//! its length from `used`: two or three cache lines per message (the
-//! message block and the page entry), whatever the chain's length, and no
-//! walk of the chain. No lock anywhere.
+//! its length from `used`: no walk of the chain. Linked messages cost a
+//! cache miss each that waits for the one before (the link is in the
+//! block the other core just wrote); a message's entries are read one
+//! after another, their misses overlapping: in larson, whose remote frees
+//! hit scattered pages (one message per block or two), that made the
+//! owner's inbox walk most of its slow path. No lock anywhere.
 //!
 //! ```text
 //!   freeing thread's heap                 owner's inbox (`remote`)
 //!   pending[slot(page)]:                  msg ──▶ msg ──▶ null
 //!     newest ─▶ b ─▶ … ─▶ oldest           │
 //!                          │               ▼ oldest block of a chain:
-//!                          └── sent as ──▶ [inbox link | newest, count]
+//!                          └── sent as ──▶ [inbox link | newest, count,
+//!                                           entries | (msg, packed) …]
 //! ```
 
 use super::*;
@@ -34,13 +41,62 @@ use super::*;
 pub const PENDING_SLOTS: usize = 32;
 const _: () = assert!(PENDING_SLOTS.is_power_of_two() && PENDING_SLOTS <= 32); // `pending_mask` is a u32
 
+/// A packed word's chain length.
+const COUNT_MASK: usize = 0xffff;
+/// Where a packed word counts the entries after it.
+const ENTRIES_SHIFT: u32 = 16;
+const _: () = assert!(CHAIN_MAX as usize <= COUNT_MASK && OUT_MAX < 1 << 15);
+
 /// Blocks a chain gathers before it is sent: the owner gets its blocks
 /// back at least this often, and the sender holds at most
 /// `PENDING_SLOTS * CHAIN_MAX` blocks of other heaps.
 pub const CHAIN_MAX: u32 = 32;
 
-/// Messages a heap links into one outgoing batch before one CAS.
+/// Messages a heap gathers into one outgoing batch before one CAS.
 pub const OUT_MAX: u32 = 32;
+
+/// Outgoing batches a heap keeps at once (a power of two), one per
+/// destination: a thread whose remote frees go to several owners in turn
+/// still fills its batches.
+pub const OUT_SLOTS: usize = 4;
+
+/// An outgoing batch of messages to one heap, not yet pushed.
+#[derive(Clone, Copy)]
+pub struct Outgoing {
+    /// The heap it goes to (null: none).
+    dest: *mut Heap,
+    /// The batch's first message, if its block has room for entries past
+    /// its two words: the others are written into it, as (message, packed
+    /// word) pairs. Null: the messages are linked instead.
+    array: *mut usize,
+    /// Entries the array has room for.
+    cap: u32,
+    /// The newest linked message.
+    first: *mut Block,
+    /// The oldest linked message (where the owner's inbox is spliced on).
+    last: *mut Block,
+    /// Messages in the batch (linked), or entries in the array.
+    len: u32,
+}
+
+impl Outgoing {
+    /// No batch.
+    pub const EMPTY: Outgoing = Outgoing {
+        dest: ptr::null_mut(),
+        array: ptr::null_mut(),
+        cap: 0,
+        first: ptr::null_mut(),
+        last: ptr::null_mut(),
+        len: 0,
+    };
+}
+
+/// The outgoing slot of batches to heap `h`.
+#[inline(always)]
+fn out_slot(h: *mut Heap) -> usize {
+    let a = h as usize;
+    ((a >> 12) ^ (a >> 16)) & (OUT_SLOTS - 1)
+}
 
 /// A chain of remote frees into one page, not yet sent.
 #[derive(Clone, Copy)]
@@ -74,7 +130,9 @@ fn slot_of(page: *mut Page) -> usize {
 }
 
 /// A message's second word: the chain's newest block as an offset in its
-/// segment, and the chain's length.
+/// segment (high half), and the chain's length (low 16 bits). Bits 16 to
+/// 31 count the entries that follow in the message's block (see
+/// [`Outgoing::array`]).
 #[inline(always)]
 fn pack(newest: *mut Block, count: u32) -> usize {
     let off = newest as usize & (crate::segment::SEGMENT_SIZE - 1);
@@ -160,7 +218,9 @@ impl Heap {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
-            Heap::flush_out(h);
+            for i in 0..OUT_SLOTS {
+                Heap::flush_out(h, i);
+            }
         }
     }
 
@@ -198,46 +258,90 @@ impl Heap {
     }
 
     /// Sends a chain as [`Heap::send`] does, but through `h`'s outgoing
-    /// batch: consecutive messages to one owner are linked together and
-    /// pushed with one CAS per [`OUT_MAX`] (programs whose remote frees hit
-    /// scattered pages make one-block chains, and would otherwise pay a
-    /// CAS on the owner's inbox line per block).
+    /// batch for `owner`: up to [`OUT_MAX`] messages to one owner go with
+    /// one CAS (programs whose remote frees hit scattered pages make
+    /// one-block chains, and would otherwise pay a CAS on the owner's inbox
+    /// line per block). When the batch's first message has room, the others
+    /// are written into its block, so the owner reads them one after
+    /// another instead of following links from block to block (each link a
+    /// cache miss that waits for the one before).
     ///
     /// # Safety
     /// As for [`Heap::send`]; the calling thread owns `h`, a real heap.
     unsafe fn post(h: *mut Heap, owner: *mut Heap, newest: *mut Block, oldest: *mut Block, n: u32) {
-        // SAFETY: per contract.
+        // SAFETY: per contract; an array is the first message's block, free
+        // and ours until pushed, with room for `cap` entries.
         unsafe {
-            oldest.cast::<usize>().add(1).write(pack(newest, n));
-            let m = &mut *h;
-            if m.out_dest == owner && m.out_len < OUT_MAX {
-                Block::set_next(oldest, m.out_first, (*owner).keys);
-                m.out_first = oldest;
-                m.out_len += 1;
-                return;
+            let packed = pack(newest, n);
+            let i = out_slot(owner);
+            let o = ptr::addr_of_mut!((*h).out).cast::<Outgoing>().add(i);
+            if (*o).dest == owner {
+                if !(*o).array.is_null() && (*o).len < (*o).cap {
+                    let e = (*o).array.add(2 * (1 + (*o).len as usize));
+                    e.write(oldest as usize);
+                    e.add(1).write(packed);
+                    (*o).len += 1;
+                    return;
+                }
+                if (*o).array.is_null() && (*o).len < OUT_MAX {
+                    oldest.cast::<usize>().add(1).write(packed);
+                    Block::set_next(oldest, (*o).first, (*owner).keys);
+                    (*o).first = oldest;
+                    (*o).len += 1;
+                    return;
+                }
             }
-            Heap::flush_out(h);
-            let m = &mut *h;
-            Block::set_next(oldest, ptr::null_mut(), (*owner).keys);
-            m.out_dest = owner;
-            m.out_first = oldest;
-            m.out_last = oldest;
-            m.out_len = 1;
+            Heap::flush_out(h, i);
+            oldest.cast::<usize>().add(1).write(packed);
+            let page = Segment::page_of(segment_of(oldest.cast()).cast(), oldest.cast());
+            let room = ((*page).block_size as usize / 16).saturating_sub(1);
+            let cap = if crate::keys::ENABLED {
+                // The owner would have to junk-fill the entries again.
+                0
+            } else {
+                room.min(OUT_MAX as usize) as u32
+            };
+            *o = if cap > 0 {
+                Outgoing {
+                    dest: owner,
+                    array: oldest.cast(),
+                    cap,
+                    ..Outgoing::EMPTY
+                }
+            } else {
+                Block::set_next(oldest, ptr::null_mut(), (*owner).keys);
+                Outgoing {
+                    dest: owner,
+                    first: oldest,
+                    last: oldest,
+                    len: 1,
+                    ..Outgoing::EMPTY
+                }
+            };
         }
     }
 
-    /// Pushes `h`'s outgoing batch of messages, if any.
+    /// Pushes `h`'s outgoing batch in slot `i`, if any.
     ///
     /// # Safety
-    /// The calling thread owns `h` (or `h` is the empty heap).
-    unsafe fn flush_out(h: *mut Heap) {
-        // SAFETY: per contract (the empty heap's batch is empty).
+    /// The calling thread owns `h` (or `h` is the empty heap, whose batches
+    /// are empty); `i < OUT_SLOTS`.
+    unsafe fn flush_out(h: *mut Heap, i: usize) {
+        // SAFETY: per contract.
         unsafe {
-            if (*h).out_len != 0 {
-                Heap::push((*h).out_dest, (*h).out_first, (*h).out_last);
-                (*h).out_dest = ptr::null_mut();
-                (*h).out_len = 0;
+            let o = ptr::addr_of_mut!((*h).out).cast::<Outgoing>().add(i);
+            let b = *o;
+            if b.dest.is_null() {
+                return;
             }
+            if b.array.is_null() {
+                Heap::push(b.dest, b.first, b.last);
+            } else {
+                let w = b.array.add(1);
+                w.write(w.read() | (b.len as usize) << ENTRIES_SHIFT);
+                Heap::push(b.dest, b.array.cast(), b.array.cast());
+            }
+            *o = Outgoing::EMPTY;
         }
     }
 
@@ -264,13 +368,16 @@ impl Heap {
     }
 
     /// Takes back every chain other threads sent us: per message, splices
-    /// the chain onto its page's `local_free`.
+    /// the chain onto its page's `local_free`. The messages a message's
+    /// block carries as entries are read one after another (their misses
+    /// overlap: none waits for the one before).
     ///
     /// # Safety
     /// The calling thread owns `h`.
     pub unsafe fn drain_remote(h: *mut Heap) {
         // SAFETY: per contract; messages on `remote` are blocks of our
-        // pages, each the oldest of a chain of its page.
+        // pages, each the oldest of a chain of its page, and so are the
+        // entries they carry.
         unsafe {
             // A load first: most slow paths find the inbox empty, and a
             // swap would take the line exclusive for nothing.
@@ -283,22 +390,42 @@ impl Heap {
             while !m.is_null() {
                 let next = Block::next(m, keys);
                 let packed = m.cast::<usize>().add(1).read();
-                let seg = segment_of(m.cast()).cast::<Segment>();
-                let newest = seg.cast::<u8>().add(packed >> 32).cast::<Block>();
-                let count = packed as u32;
-                let page = Segment::page_of(seg.cast(), m.cast());
-                Block::set_next(m, (*page).local_free, (*page).keys);
-                // The packed word overwrote some of the junk.
-                checks::reseal_message(m.cast());
-                (*page).local_free = newest;
-                (*page).used -= count;
-                if (*page).used == 0 || !(*page).in_queue() {
-                    Heap::free_local_slow(h, page);
+                // The entries first: splicing `m` overwrites its link.
+                let entries = (packed as u32 >> ENTRIES_SHIFT) as usize;
+                for i in 1..=entries {
+                    let e = m.cast::<usize>().add(2 * i);
+                    n += Heap::splice(h, e.read() as *mut Block, e.add(1).read());
                 }
-                n += count as usize;
+                n += Heap::splice(h, m, packed);
                 m = next;
             }
             bump(&(*h).stats.remote_frees, n);
+        }
+    }
+
+    /// Splices the chain of message `m` (with packed word `packed`) onto
+    /// its page's `local_free`; returns the chain's length.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`; `m` is a message sent to `h`: the
+    /// oldest block of a chain of one of its pages.
+    #[inline(always)]
+    unsafe fn splice(h: *mut Heap, m: *mut Block, packed: usize) -> usize {
+        // SAFETY: per contract.
+        unsafe {
+            let seg = segment_of(m.cast()).cast::<Segment>();
+            let newest = seg.cast::<u8>().add(packed >> 32).cast::<Block>();
+            let count = (packed & COUNT_MASK) as u32;
+            let page = Segment::page_of(seg.cast(), m.cast());
+            Block::set_next(m, (*page).local_free, (*page).keys);
+            // The packed word overwrote some of the junk.
+            checks::reseal_message(m.cast());
+            (*page).local_free = newest;
+            (*page).used -= count;
+            if (*page).used == 0 || !(*page).in_queue() {
+                Heap::free_local_slow(h, page);
+            }
+            count as usize
         }
     }
 }
