@@ -380,7 +380,10 @@ impl Heap {
     unsafe fn upkeep(h: *mut Heap) {
         // SAFETY: per contract.
         unsafe {
-            Heap::flush_remote(h);
+            // Nothing to send is the common case: no call then.
+            if (*h).pending_mask != 0 || (*h).out_len != 0 {
+                Heap::flush_remote(h);
+            }
             Heap::drain_remote(h);
             Heap::maybe_tick(h);
         }
