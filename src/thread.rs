@@ -57,11 +57,14 @@
 pub fn thread_pointer() -> usize {
     let tp: usize;
     // SAFETY: `fs:[0]` is the TCB self-pointer, readable on every thread.
+    // It never changes while the thread lives, hence `nomem`: the compiler
+    // may reuse one read across stores (an allocation and a free in one
+    // function, or a loop).
     unsafe {
         core::arch::asm!(
             "mov {}, qword ptr fs:[0]",
             out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure)
+            options(nostack, nomem, preserves_flags, pure)
         );
     }
     tp
