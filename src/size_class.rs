@@ -53,6 +53,16 @@ static SMALL_TABLE: [u8; TABLE_LIMIT / MIN_ALIGN + 1] = {
     t
 };
 
+/// [`class_of`] for constant tables: the class for `size` by arithmetic
+/// (`size <= MAX_CLASS_SIZE`; 0 gets class 0).
+pub const fn class_of_const(size: usize) -> Class {
+    if size == 0 {
+        0
+    } else {
+        computed_class(size)
+    }
+}
+
 /// The class for `size` by arithmetic (`1 <= size <= MAX_CLASS_SIZE`).
 const fn computed_class(size: usize) -> Class {
     if size <= LINEAR_LIMIT {

@@ -57,11 +57,14 @@
 pub fn thread_pointer() -> usize {
     let tp: usize;
     // SAFETY: `fs:[0]` is the TCB self-pointer, readable on every thread.
+    // It never changes while the thread lives, hence `nomem`: the compiler
+    // may reuse one read across stores (an allocation and a free in one
+    // function, or a loop).
     unsafe {
         core::arch::asm!(
             "mov {}, qword ptr fs:[0]",
             out(reg) tp,
-            options(nostack, readonly, preserves_flags, pure)
+            options(nostack, nomem, preserves_flags, pure)
         );
     }
     tp
@@ -117,15 +120,25 @@ macro_rules! __emma_tls_define {
 #[macro_export]
 macro_rules! __emma_tls_load {
     ($anchor:path) => {{
+        let off: usize;
         let v: *mut $crate::__private::Heap;
         // SAFETY: `__emma_tls_define!($anchor)` defined the slot in this
         // program's TLS block, so its GOTTPOFF entry holds its offset from
-        // `fs`; it holds the empty heap or a heap this thread stored.
+        // `fs`; it holds the empty heap or a heap this thread stored. The
+        // offset is a constant of the program (the GOT entry is never
+        // written once relocated), hence `nomem`: the compiler may reuse it
+        // across stores, e.g. one load for an allocation and a free in the
+        // same function, or one before a loop.
         unsafe {
             ::core::arch::asm!(
-                "mov {v}, qword ptr [rip + {a}.slot@GOTTPOFF]",
-                "mov {v}, qword ptr fs:[{v}]",
+                "mov {o}, qword ptr [rip + {a}.slot@GOTTPOFF]",
                 a = sym $anchor,
+                o = out(reg) off,
+                options(nostack, nomem, preserves_flags, pure)
+            );
+            ::core::arch::asm!(
+                "mov {v}, qword ptr fs:[{o}]",
+                o = in(reg) off,
                 v = out(reg) v,
                 options(nostack, readonly, preserves_flags, pure)
             );

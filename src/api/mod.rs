@@ -210,7 +210,7 @@ pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 fn small_pop<I: Instance>(size: usize, align: usize) -> *mut u8 {
     // Two compares and branches (4 instructions). Folding them into one
     // compare, `(size >> 6) | align < 32`, costs 5: the shift needs a copy
-    // of `size`, which the granule index still uses. A known `align`
+    // of `size`, which the class table lookup still uses. A known `align`
     // folds its compare away.
     if is_small_request(size, align) {
         // SAFETY: `I::heap()` is the calling thread's heap or the empty one;

@@ -21,6 +21,9 @@ impl Heap {
     pub unsafe fn check(h: *mut Heap) -> Result<(), &'static str> {
         // SAFETY: per contract.
         unsafe {
+            if (*h).small_class != SMALL_CLASSES {
+                return Err("size-to-class table differs from the classes");
+            }
             let mut queued = 0;
             for c in 0..CLASS_COUNT {
                 queued += Heap::check_queue(h, c, true)?;
@@ -133,7 +136,9 @@ impl Heap {
             } else {
                 q.first
             };
-            if (*h).pages[c] != expect || direct_range(c).any(|g| (*h).direct[g] != expect) {
+            if (*h).pages[c] != expect
+                || keys::ENABLED && direct_range(c).any(|g| (*h).direct[g] != expect)
+            {
                 return Err("fast-path page is not the queue head");
             }
             let mut len = 0;
@@ -212,8 +217,7 @@ mod tests {
             assert!(!Heap::alloc_small(h, 48).is_null());
             assert_eq!(Heap::check(h), Ok(()));
 
-            // Granule 3 (48 bytes) is class `c`'s.
-            (*h).direct[3] = EMPTY_PAGE.get();
+            (*h).pages[c] = EMPTY_PAGE.get();
             assert!(Heap::check(h).unwrap_err().contains("fast-path"));
             Heap::set_first(h, c, page);
 

@@ -18,8 +18,10 @@ impl Heap {
                 page
             };
             (*h).pages[c] = page;
-            for g in direct_range(c) {
-                *(*h).direct.get_unchecked_mut(g) = page;
+            if keys::ENABLED {
+                for g in direct_range(c) {
+                    *(*h).direct.get_unchecked_mut(g) = page;
+                }
             }
         }
     }

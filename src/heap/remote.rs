@@ -374,16 +374,29 @@ impl Heap {
     ///
     /// # Safety
     /// The calling thread owns `h`.
+    #[inline]
     pub unsafe fn drain_remote(h: *mut Heap) {
+        // A load first: most slow paths find the inbox empty, and a swap
+        // would take the line exclusive for nothing. The loop is out of
+        // line, so a slow path that finds nothing saves no registers.
+        // SAFETY: per contract.
+        unsafe {
+            if !(*h).remote.load(Ordering::Relaxed).is_null() {
+                Heap::drain_remote_now(h);
+            }
+        }
+    }
+
+    /// [`Heap::drain_remote`] once the inbox was seen non-empty.
+    ///
+    /// # Safety
+    /// As for [`Heap::drain_remote`].
+    #[inline(never)]
+    unsafe fn drain_remote_now(h: *mut Heap) {
         // SAFETY: per contract; messages on `remote` are blocks of our
         // pages, each the oldest of a chain of its page, and so are the
         // entries they carry.
         unsafe {
-            // A load first: most slow paths find the inbox empty, and a
-            // swap would take the line exclusive for nothing.
-            if (*h).remote.load(Ordering::Relaxed).is_null() {
-                return;
-            }
             let mut m = (*h).remote.swap(ptr::null_mut(), Ordering::Acquire);
             let keys = (*h).keys;
             let mut n = 0;

@@ -358,7 +358,18 @@ impl Segment {
     /// the flags of the mask itself) instead of testing for null.
     #[inline(always)]
     pub fn slice_offset(p: *mut u8) -> usize {
-        (p as usize >> (SLICE_SHIFT - 6)) & ((SLICES - 1) << 6)
+        #[allow(unused_mut)]
+        let mut x = p as usize >> (SLICE_SHIFT - 6);
+        // Hides the shift from the compiler, which would otherwise test
+        // `p & 0x3f0000` for zero (a separate `test`) rather than branch
+        // on the flags of the mask below. Pure: repeated computations of
+        // the offset still merge into one.
+        #[cfg(not(miri))]
+        // SAFETY: an empty template; `x` passes through unchanged.
+        unsafe {
+            core::arch::asm!("/* {x} */", x = inout(reg) x, options(pure, nomem, nostack, preserves_flags));
+        }
+        x & ((SLICES - 1) << 6)
     }
 
     /// Whether the tag of `p`'s slice entry ([`Segment::slice_entry`]) is
