@@ -179,6 +179,8 @@ pub struct Heap {
     pending_mask: u32,
     /// Outgoing batches of messages, one per recent destination heap.
     out: [Outgoing; OUT_SLOTS],
+    /// Bit `i` set: `out[i]` holds a batch.
+    out_mask: u32,
     /// Recently freed blocks and the zero-size region (`hardened`).
     pub quarantine: Quarantine,
     /// Time-stamp counter of the heap's last look at the clock
@@ -244,6 +246,7 @@ impl Heap {
             pending: [Pending::EMPTY; PENDING_SLOTS],
             pending_mask: 0,
             out: [Outgoing::EMPTY; OUT_SLOTS],
+            out_mask: 0,
             quarantine: Quarantine::new(),
             tick_cycles: 0,
             purge_at: 0,
@@ -372,7 +375,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             // Nothing to send is the common case: no call then.
-            if (*h).pending_mask != 0 || (*h).out_len != 0 {
+            if (*h).pending_mask | (*h).out_mask != 0 {
                 Heap::flush_remote(h);
             }
             Heap::drain_remote(h);
@@ -488,6 +491,7 @@ impl Heap {
             (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
             (*h).pending_mask = 0;
             (*h).out = [Outgoing::EMPTY; OUT_SLOTS];
+            (*h).out_mask = 0;
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

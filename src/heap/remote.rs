@@ -59,6 +59,7 @@ pub const OUT_MAX: u32 = 32;
 /// destination: a thread whose remote frees go to several owners in turn
 /// still fills its batches.
 pub const OUT_SLOTS: usize = 4;
+const _: () = assert!(OUT_SLOTS.is_power_of_two() && OUT_SLOTS <= 32); // `out_mask` is a u32
 
 /// An outgoing batch of messages to one heap, not yet pushed.
 #[derive(Clone, Copy)]
@@ -218,8 +219,10 @@ impl Heap {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
-            for i in 0..OUT_SLOTS {
-                Heap::flush_out(h, i);
+            let mut mask = (*h).out_mask;
+            while mask != 0 {
+                Heap::flush_out(h, mask.trailing_zeros() as usize);
+                mask &= mask - 1;
             }
         }
     }
@@ -292,6 +295,7 @@ impl Heap {
                 }
             }
             Heap::flush_out(h, i);
+            (*h).out_mask |= 1 << i;
             oldest.cast::<usize>().add(1).write(packed);
             let page = Segment::page_of(segment_of(oldest.cast()).cast(), oldest.cast());
             let room = ((*page).block_size as usize / 16).saturating_sub(1);
@@ -342,6 +346,7 @@ impl Heap {
                 Heap::push(b.dest, b.array.cast(), b.array.cast());
             }
             *o = Outgoing::EMPTY;
+            (*h).out_mask &= !(1 << i);
         }
     }
 
