@@ -126,6 +126,12 @@ pub(super) unsafe fn grow(
         store.release_span(v);
     }
     let moved = matches!(done, Exchange::Done | Exchange::AUnmapped);
+    if moved {
+        // The live blocks grew: the warm spans' bound shrinks by as much
+        // (a fresh span's pages are faulted in as the block fills, while
+        // the warm spans that could not serve stay resident).
+        super::cache::maintain(store, crate::sys::monotonic_ns());
+    }
     // SAFETY: the block's header, written above; the block is the caller's.
     moved.then(|| unsafe { (*(s.base as *mut HugeHeader)).block })
 }
