@@ -262,3 +262,53 @@ pub enum Purged {
     /// Refused; nothing changed.
     No,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills `len` bytes at `p` with `v`, one byte per page.
+    fn stamp(p: NonNull<u8>, len: usize, v: u8) {
+        for off in (0..len).step_by(PAGE_SIZE) {
+            // SAFETY: the caller's mapping of `len` bytes.
+            unsafe { p.as_ptr().add(off).write(v) };
+        }
+    }
+
+    fn stamped(p: NonNull<u8>, len: usize, v: u8) -> bool {
+        // SAFETY: as in `stamp`.
+        (0..len)
+            .step_by(PAGE_SIZE)
+            .all(|off| unsafe { p.as_ptr().add(off).read() } == v)
+    }
+
+    /// The pages of two ranges trade places, or (where `mremap` is refused,
+    /// as under Miri's backend) nothing changes.
+    #[test]
+    fn exchange_fronts_swaps_pages_or_changes_nothing() {
+        let len = 4 * PAGE_SIZE;
+        let a = sys::mmap_anon(len).unwrap();
+        let b = sys::mmap_anon(2 * len).unwrap();
+        stamp(a, len, 1);
+        stamp(b, 2 * len, 2);
+        // SAFETY: two fresh mappings of ours.
+        let r = unsafe { exchange_fronts(a, b, len) };
+        // SAFETY: `b + len` lies in `b`'s mapping.
+        let b_tail = unsafe { NonNull::new_unchecked(b.as_ptr().add(len)) };
+        if cfg!(miri) {
+            assert_eq!(r, Exchange::Unchanged);
+            assert!(stamped(a, len, 1) && stamped(b, 2 * len, 2));
+        } else {
+            assert_eq!(r, Exchange::Done);
+            assert!(stamped(a, len, 2), "b's front is now at a");
+            assert!(stamped(b, len, 1), "a's pages are now b's front");
+            assert!(stamped(b_tail, len, 2), "b's tail stayed");
+        }
+        // SAFETY: ours, unused from here on (after a move, `b`'s front and
+        // tail are two kernel mappings; one call unmaps both).
+        unsafe {
+            unmap(a, len);
+            unmap(b, 2 * len);
+        }
+    }
+}
