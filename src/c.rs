@@ -91,7 +91,7 @@ pub fn calloc<I: Instance, E: ErrnoSink>(count: usize, size: usize) -> *mut u8 {
 /// `free(p)`: null is ignored.
 ///
 /// Without the checks, null is told apart by its slice offset (see
-/// [`Segment::slice_offset`]), which the free path computes anyway: the
+/// `Segment::slice_offset`), which the free path computes anyway: the
 /// `and` that masks it sets the flags, so the null test costs one branch
 /// instead of a `test` and a branch. Huge blocks (offset 0 too) go the
 /// same cold way.
