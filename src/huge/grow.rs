@@ -51,13 +51,7 @@ pub(super) unsafe fn grow(
     }
     let old = h as usize;
     // SAFETY: per contract.
-    let (m, off, instance) = unsafe {
-        (
-            (*h).map_len,
-            (*h).block as usize - old,
-            (*h).header.instance,
-        )
-    };
+    let (m, instance) = unsafe { ((*h).map_len, (*h).header.instance) };
     let s = take(store, need, m, into, instance)?;
     // Afterwards the block is `s.len` bytes and the span at `old` is `m`,
     // all counted committed: `s.len - s.committed` more than before.
@@ -70,40 +64,78 @@ pub(super) unsafe fn grow(
     // ours; the lock keeps `for_each_mapping` from reading either header
     // meanwhile.
     let done = unsafe { os::exchange_fronts(nonnull(old), nonnull(s.base), m) };
-    let evicted = match done {
+    // SAFETY: lock held; what `done` says of the block and the span.
+    let evicted = unsafe { settle(store, done, h, s) };
+    drop(g);
+    if let Some(v) = evicted {
+        store.release_span(v);
+    }
+    let moved = matches!(done, Exchange::Done | Exchange::AUnmapped);
+    if moved {
+        // The live blocks grew: the warm spans' bound shrinks by as much
+        // (a fresh span's pages are faulted in as the block fills, while
+        // the warm spans that could not serve stay resident).
+        super::cache::maintain(store, crate::sys::monotonic_ns());
+    }
+    // SAFETY: the block's header, written by `settle`; the block is the
+    // caller's.
+    moved.then(|| unsafe { (*(s.base as *mut HugeHeader)).block })
+}
+
+/// Books the outcome `done` of exchanging live block `h`'s pages with the
+/// front of span `s`: headers, segment map, counts, and the span at the
+/// block's old place (or `s` again) put into the cache. Returns the span
+/// that pushed out of the cache, for the caller to unmap once the lock is
+/// dropped.
+///
+/// # Safety
+/// The store's lock is held; `h` was the caller's live block (its header
+/// read before the exchange), `s` a span out of every list, committed as
+/// `grow` counts it, and `done` what `exchange_fronts` said of them.
+unsafe fn settle(
+    store: &SegmentStore,
+    done: Exchange,
+    h: *mut HugeHeader,
+    s: Span,
+) -> Option<Span> {
+    let old = h as usize;
+    match done {
         Exchange::Done | Exchange::AUnmapped => {
             let b = s.base as *mut HugeHeader;
             // SAFETY: the block's header came with its pages.
-            unsafe {
+            let (m, instance) = unsafe {
+                let m = (*b).map_len;
+                (*b).block = (s.base + ((*b).block as usize - old)) as *mut u8;
                 (*b).map_len = s.len;
-                (*b).block = (s.base + off) as *mut u8;
-            }
-            let grown = s.len - m;
-            store.stats.huge_bytes.fetch_add(grown, Ordering::Relaxed);
+                (m, (*b).header.instance)
+            };
+            store
+                .stats
+                .huge_bytes
+                .fetch_add(s.len - m, Ordering::Relaxed);
             if done == Exchange::AUnmapped {
                 // The span's front pages are gone; the block's old place is
                 // a hole.
                 store.segmap.remove(old, m);
                 store.uncharge(m);
                 store.decommit(m);
-                None
-            } else {
-                let now = crate::sys::monotonic_ns();
-                let freed = Span {
-                    base: old,
-                    len: m,
-                    committed: m,
-                    since: now,
-                    warm: s.warm.min(m),
-                };
-                // SAFETY: lock held; the span's old front, now at `old`, is
-                // ours, free and in no list; its header is written first.
-                unsafe {
-                    // Reuse keeps the cache warm, as a free does.
-                    (*store.huge.get()).note_free(now);
-                    write_free_header(freed, instance);
-                    put_locked(store, freed, true)
-                }
+                return None;
+            }
+            let now = crate::sys::monotonic_ns();
+            let freed = Span {
+                base: old,
+                len: m,
+                committed: m,
+                since: now,
+                warm: s.warm.min(m),
+            };
+            // SAFETY: lock held; the span's old front, now at `old`, is ours,
+            // free and in no list; its header is written first.
+            unsafe {
+                // Reuse keeps the cache warm, as a free does.
+                (*store.huge.get()).note_free(now);
+                write_free_header(freed, instance);
+                put_locked(store, freed, true)
             }
         }
         Exchange::Unchanged => {
@@ -120,20 +152,7 @@ pub(super) unsafe fn grow(
             store.decommit(s.len);
             None
         }
-    };
-    drop(g);
-    if let Some(v) = evicted {
-        store.release_span(v);
     }
-    let moved = matches!(done, Exchange::Done | Exchange::AUnmapped);
-    if moved {
-        // The live blocks grew: the warm spans' bound shrinks by as much
-        // (a fresh span's pages are faulted in as the block fills, while
-        // the warm spans that could not serve stay resident).
-        super::cache::maintain(store, crate::sys::monotonic_ns());
-    }
-    // SAFETY: the block's header, written above; the block is the caller's.
-    moved.then(|| unsafe { (*(s.base as *mut HugeHeader)).block })
 }
 
 /// A span of exactly `need` bytes (or a little more) for a block of `m`

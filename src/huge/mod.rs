@@ -362,6 +362,36 @@ fn quarantine(store: &SegmentStore, mut s: Span) {
     }
 }
 
+/// Gives back the tail of live huge block `h`'s mapping past `need` bytes.
+///
+/// # Safety
+/// `h` is the header of a live huge block owned by the caller; `need` is
+/// whole chunks, less than its mapping's length, and covers the block.
+unsafe fn shrink(store: &SegmentStore, h: *mut HugeHeader, need: usize) {
+    let seg = h as usize;
+    // Under the lock: `for_each_mapping` must not read `map_len` of a
+    // mapping that is changing.
+    let _g = store.lock();
+    // SAFETY: per contract; the tail lies past the block's new end.
+    let map_len = unsafe {
+        let map_len = (*h).map_len;
+        store.segmap.remove(seg, map_len);
+        os::unmap(
+            NonNull::new_unchecked((seg + need) as *mut u8),
+            map_len - need,
+        );
+        let _ = store.segmap.insert(seg, need);
+        (*h).map_len = need;
+        map_len
+    };
+    store.uncharge(map_len - need);
+    store.decommit(map_len - need);
+    store
+        .stats
+        .huge_bytes
+        .fetch_sub(map_len - need, Ordering::Relaxed);
+}
+
 /// Resizes a huge block in place or by moving its pages. Returns the
 /// (possibly moved) block, or null when the caller must allocate, copy
 /// and free instead (e.g. `mremap` refused, or the limit).
@@ -382,25 +412,8 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     let base = unsafe { NonNull::new_unchecked(seg as *mut u8) };
     if need <= map_len {
         if map_len - need >= SHRINK_MIN {
-            // Under the lock: `for_each_mapping` must not read `map_len`
-            // of a mapping that is changing.
-            let _g = store.lock();
-            // SAFETY: the tail lies past the block's new end.
-            unsafe {
-                store.segmap.remove(seg, map_len);
-                os::unmap(
-                    NonNull::new_unchecked((seg + need) as *mut u8),
-                    map_len - need,
-                );
-                let _ = store.segmap.insert(seg, need);
-                (*h).map_len = need;
-            }
-            store.uncharge(map_len - need);
-            store.decommit(map_len - need);
-            store
-                .stats
-                .huge_bytes
-                .fetch_sub(map_len - need, Ordering::Relaxed);
+            // SAFETY: per contract; `need` is whole chunks.
+            unsafe { shrink(store, h, need) };
         }
         return block;
     }
