@@ -136,9 +136,7 @@ impl Heap {
             } else {
                 q.first
             };
-            if (*h).pages[c] != expect
-                || keys::ENABLED && direct_range(c).any(|g| (*h).direct[g] != expect)
-            {
+            if (*h).pages[c] != expect {
                 return Err("fast-path page is not the queue head");
             }
             let mut len = 0;

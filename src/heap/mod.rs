@@ -46,8 +46,6 @@
 //!   page of ours with live blocks that is not queued has the slow tag and
 //!   is *full* (no free and no uncarved blocks when it left the queue);
 //! - `small_class[s]` is `class_of(s)` for every `s <= SMALL_SIZE_MAX`;
-//!   with `hardened`, `direct[g]` is `pages[class_of(16 g)]` for every
-//!   granule `g`;
 //! - a page that empties is released to its segment at once unless it is
 //!   the only page of its queue then (it may stay empty when full pages
 //!   rejoin the queue behind it; `trim` releases it);
@@ -55,14 +53,13 @@
 //!   the heap's page and segment counters are exact;
 //! - every segment on `segments` has `owner == self`.
 
-use crate::keys;
 use crate::keys::Keys;
 use crate::purge;
 use crate::segment::checks;
 use crate::segment::{
     owner_of, page_slices, segment_of, slow_tag, Block, Owner, Page, Segment, SLICES, SLICE_SIZE,
 };
-use crate::size_class::{class_of_const, class_size, Class, CLASS_COUNT, MIN_ALIGN};
+use crate::size_class::{class_of_const, Class, CLASS_COUNT};
 use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
@@ -97,19 +94,6 @@ const SMALL_CLASSES: [u8; SMALL_SIZE_MAX + 1] = {
 };
 const _: () = assert!(CLASS_COUNT <= 256);
 
-/// Entries of `Heap::direct`.
-const DIRECT: usize = SMALL_SIZE_MAX.div_ceil(MIN_ALIGN) + 1;
-
-/// The granules whose `direct` entry is class `c`'s page.
-fn direct_range(c: Class) -> core::ops::Range<usize> {
-    let lo = if c == 0 {
-        0
-    } else {
-        class_size(c - 1) / MIN_ALIGN + 1
-    };
-    lo.min(DIRECT)..(class_size(c) / MIN_ALIGN + 1).min(DIRECT)
-}
-
 /// Carving touches memory: carve about this many bytes of blocks at a time.
 const EXTEND_BYTES: usize = 4096;
 
@@ -142,10 +126,6 @@ pub struct Heap {
     /// pointer it already holds (a static would cost a `lea` for its
     /// address in position-independent code). Never written.
     small_class: [u8; SMALL_SIZE_MAX + 1],
-    /// With `hardened`: the current page for each 16-byte granule of size
-    /// up to [`SMALL_SIZE_MAX`], the hardened allocation's table (see
-    /// `quarantine`). Not kept up to date otherwise.
-    direct: [*mut Page; DIRECT],
     /// The current page of each class.
     pages: [*mut Page; CLASS_COUNT],
     /// Chains of blocks freed by other threads (see `remote`), pushed with
@@ -228,7 +208,6 @@ impl Heap {
                 tp: AtomicUsize::new(0),
             },
             small_class: SMALL_CLASSES,
-            direct: [EMPTY_PAGE.get(); DIRECT],
             pages: [EMPTY_PAGE.get(); CLASS_COUNT],
             remote: AtomicPtr::new(ptr::null_mut()),
             owner_tid: AtomicU32::new(0),
@@ -274,17 +253,31 @@ impl Heap {
     /// 7 instructions: load the class byte, load the page, load its free
     /// list head, test, branch, load the link, store it. `used` is not
     /// touched (see `Page`). A table of pages per 16-byte granule (one
-    /// load fewer on the chain) needs the granule index first, a `lea` and
-    /// a shift: one instruction more.
+    /// load fewer on the chain, the table this one replaced) needs the
+    /// granule index first, a `lea` and a shift: one instruction more.
     ///
     /// # Safety
     /// As for [`Heap::alloc`]; `size <= SMALL_SIZE_MAX`.
     #[inline(always)]
     pub unsafe fn alloc_small(h: *mut Heap, size: usize) -> *mut u8 {
+        // SAFETY: per contract.
+        unsafe { Heap::pop(Heap::small_page(h, size)) }
+    }
+
+    /// The current page for `size <= SMALL_SIZE_MAX` bytes: its class from
+    /// the heap's byte table, then the class's page.
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc`]; `size <= SMALL_SIZE_MAX`.
+    #[inline(always)]
+    pub(super) unsafe fn small_page(h: *mut Heap, size: usize) -> *mut Page {
         debug_assert!(size <= SMALL_SIZE_MAX);
-        // SAFETY: per contract the index is in the table, whose entries are
-        // classes.
-        unsafe { Heap::alloc(h, *(*h).small_class.get_unchecked(size) as usize) }
+        // SAFETY: per contract the size is in the table, whose entries are
+        // classes, so the class indexes `pages`.
+        unsafe {
+            let c = *(*h).small_class.get_unchecked(size) as usize;
+            *(*h).pages.get_unchecked(c)
+        }
     }
 
     /// Pops the first block of `page.free`, or null.
@@ -481,7 +474,6 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             let fresh = Heap::new((*h).source);
-            (*h).direct = fresh.direct;
             (*h).pages = fresh.pages;
             (*h).queues = fresh.queues;
             (*h).segments = ptr::null_mut();

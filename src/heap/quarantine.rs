@@ -13,7 +13,6 @@
 
 use super::Heap;
 use crate::segment::Page;
-use crate::size_class::MIN_ALIGN;
 use core::ptr;
 
 /// Blocks in the ring.
@@ -57,12 +56,9 @@ impl Heap {
     /// As for [`Heap::alloc_small`].
     #[inline(always)]
     pub unsafe fn alloc_small_page(h: *mut Heap, size: usize) -> (*mut u8, *mut Page) {
-        debug_assert!(size <= super::SMALL_SIZE_MAX);
-        // SAFETY: per contract the index is below `DIRECT`.
+        // SAFETY: per contract.
         unsafe {
-            let page = *(*h)
-                .direct
-                .get_unchecked((size + (MIN_ALIGN - 1)) >> MIN_ALIGN.trailing_zeros());
+            let page = Heap::small_page(h, size);
             (Heap::pop(page), page)
         }
     }

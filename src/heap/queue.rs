@@ -18,11 +18,6 @@ impl Heap {
                 page
             };
             (*h).pages[c] = page;
-            if keys::ENABLED {
-                for g in direct_range(c) {
-                    *(*h).direct.get_unchecked_mut(g) = page;
-                }
-            }
         }
     }
 
