@@ -240,7 +240,7 @@ impl Heap {
                 return;
             }
             let owner = Heap::of(owner_of(segment_of(s.oldest.cast())));
-            Heap::post(h, owner, s.newest, s.oldest, s.count);
+            Heap::post(h, owner, s.page, s.newest, s.oldest, s.count);
             *(*h).pending.get_unchecked_mut(i) = Pending::EMPTY;
             (*h).pending_mask &= !(1 << i);
         }
@@ -270,8 +270,16 @@ impl Heap {
     /// cache miss that waits for the one before).
     ///
     /// # Safety
-    /// As for [`Heap::send`]; the calling thread owns `h`, a real heap.
-    unsafe fn post(h: *mut Heap, owner: *mut Heap, newest: *mut Block, oldest: *mut Block, n: u32) {
+    /// As for [`Heap::send`]; the calling thread owns `h`, a real heap;
+    /// `page` is the chain's page.
+    unsafe fn post(
+        h: *mut Heap,
+        owner: *mut Heap,
+        page: *mut Page,
+        newest: *mut Block,
+        oldest: *mut Block,
+        n: u32,
+    ) {
         // SAFETY: per contract; an array is the first message's block, free
         // and ours until pushed, with room for `cap` entries.
         unsafe {
@@ -297,7 +305,6 @@ impl Heap {
             Heap::flush_out(h, i);
             (*h).out_mask |= 1 << i;
             oldest.cast::<usize>().add(1).write(packed);
-            let page = Segment::page_of(segment_of(oldest.cast()).cast(), oldest.cast());
             let room = ((*page).block_size as usize / 16).saturating_sub(1);
             let cap = if crate::keys::ENABLED {
                 // The owner would have to junk-fill the entries again.
