@@ -56,14 +56,8 @@ pub(super) fn alloc_cached(
     // pieces of a merge keep no order): when the whole of it is not warm,
     // the block is taken to need faulting in.
     let faults = s.warm < s.len;
-    if s.len > need {
-        // SAFETY: `s` left the cache, behind the lock; `need` is whole chunks.
-        if let Some((front, rest)) = unsafe { split(store, s, need, instance) } {
-            // A span was just taken, so nothing is evicted.
-            let _ = c.put(rest, false);
-            s = front;
-        }
-    }
+    // SAFETY: lock held; `s` just left the cache.
+    s = unsafe { cut(store, s, need, instance) };
     drop(g);
     // Purged parts of the span are committed again as they are used.
     if store.commit(s.len - s.committed).is_err() {
@@ -97,6 +91,27 @@ pub(super) fn alloc_cached(
     Some(unsafe { init(base, s.len, align, instance) })
 }
 
+/// Span `s`, just taken from the cache for `need` bytes (whole chunks, at
+/// most its length), cut to them: the rest goes back into the cache. Left
+/// whole if the segment map refuses the cut (it cannot).
+///
+/// # Safety
+/// The store's lock is held; `s` left the cache under it.
+pub(super) unsafe fn cut(store: &SegmentStore, s: Span, need: usize, instance: usize) -> Span {
+    if s.len == need {
+        return s;
+    }
+    // SAFETY: per contract; `need` is whole chunks, less than its length.
+    match unsafe { split(store, s, need, instance) } {
+        Some((front, rest)) => {
+            // SAFETY: lock held. A span was just taken: none is evicted.
+            let _ = unsafe { (*store.huge.get()).put(rest, false) };
+            front
+        }
+        None => s,
+    }
+}
+
 /// Splits a span that is out of the cache at `at` (whole chunks, less
 /// than its length): records the rest in the segment map and writes its
 /// header. `None` (the span unchanged) if the map refuses, which cannot
@@ -105,12 +120,7 @@ pub(super) fn alloc_cached(
 /// # Safety
 /// `s` is a span of this store that left the cache, with the store's lock
 /// held.
-pub(super) unsafe fn split(
-    store: &SegmentStore,
-    s: Span,
-    at: usize,
-    instance: usize,
-) -> Option<(Span, Span)> {
+unsafe fn split(store: &SegmentStore, s: Span, at: usize, instance: usize) -> Option<(Span, Span)> {
     let (front, rest, touched) = s.split(at, PAGE_SIZE);
     store.segmap.insert(rest.base, rest.len).ok()?;
     // SAFETY: the rest is a free span of ours, behind the lock; the

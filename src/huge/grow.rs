@@ -12,7 +12,7 @@
 //! tail is warm memory: a `Vec` that grows to tens of MiB again and again
 //! reuses its last round's pages.
 
-use super::cache::{nonnull, put_locked, split, write_free_header};
+use super::cache::{cut, nonnull, put_locked, write_free_header};
 use super::HugeHeader;
 use crate::keys;
 use crate::os::{self, Exchange};
@@ -21,7 +21,7 @@ use core::sync::atomic::Ordering;
 
 /// Where [`grow`] may take the span the block moves into.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Into {
+pub(super) enum Donor {
     /// Only a cached span warm past the block's length: worth it before
     /// trying `mremap`, since the new tail needs no faults.
     Warm,
@@ -31,7 +31,7 @@ pub(super) enum Into {
 }
 
 /// Grows live huge block `h` to a mapping of at least `need` bytes by
-/// exchanging its pages with the front of a span taken as `into` says.
+/// exchanging its pages with the front of a span taken as `donor` says.
 /// Returns the moved block; `None`, with the block unchanged, when there is
 /// no such span or the kernel refuses (the caller grows it otherwise).
 ///
@@ -43,7 +43,7 @@ pub(super) unsafe fn grow(
     store: &SegmentStore,
     h: *mut HugeHeader,
     need: usize,
-    into: Into,
+    donor: Donor,
 ) -> Option<*mut u8> {
     if keys::ENABLED {
         // The guard page and the quarantine rule out moving pages around.
@@ -52,7 +52,7 @@ pub(super) unsafe fn grow(
     let old = h as usize;
     // SAFETY: per contract.
     let (m, instance) = unsafe { ((*h).map_len, (*h).header.instance) };
-    let s = take(store, need, m, into, instance)?;
+    let s = take(store, need, m, donor, instance)?;
     // Afterwards the block is `s.len` bytes and the span at `old` is `m`,
     // all counted committed: `s.len - s.committed` more than before.
     if store.commit(s.len - s.committed).is_err() {
@@ -156,35 +156,31 @@ unsafe fn settle(
 }
 
 /// A span of exactly `need` bytes (or a little more) for a block of `m`
-/// bytes to grow into, out of every list: from the cache as `into` allows,
-/// else (with [`Into::Any`]) a fresh mapping.
-fn take(store: &SegmentStore, need: usize, m: usize, into: Into, instance: usize) -> Option<Span> {
+/// bytes to grow into, out of every list: from the cache as `donor` allows,
+/// else (with [`Donor::Any`]) a fresh mapping.
+fn take(
+    store: &SegmentStore,
+    need: usize,
+    m: usize,
+    donor: Donor,
+    instance: usize,
+) -> Option<Span> {
     {
         let _g = store.lock();
         // SAFETY: lock held.
         let c = unsafe { &mut *store.huge.get() };
         if let Some(s) = c.take(need) {
-            if into == Into::Warm && s.warm <= m {
+            if donor == Donor::Warm && s.warm <= m {
                 // Its warm bytes would all go where the block was: no gain
                 // over `mremap`. (A span was just taken: none is evicted.)
                 let _ = c.put(s, false);
                 return None;
             }
-            if s.len == need {
-                return Some(s);
-            }
-            // SAFETY: `s` left the cache, behind the lock; `need` is whole
-            // chunks, less than its length.
-            return Some(match unsafe { split(store, s, need, instance) } {
-                Some((front, rest)) => {
-                    let _ = c.put(rest, false);
-                    front
-                }
-                None => s,
-            });
+            // SAFETY: lock held; `s` just left the cache.
+            return Some(unsafe { cut(store, s, need, instance) });
         }
     }
-    if into == Into::Warm {
+    if donor == Donor::Warm {
         return None;
     }
     // A fresh mapping: its pages are untouched, so moving its front away

@@ -419,7 +419,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
     }
     if align <= SEGMENT_SIZE {
         // SAFETY: per contract; the mapping is shorter than `need`.
-        if let Some(b) = unsafe { grow::grow(store, h, need, grow::Into::Warm) } {
+        if let Some(b) = unsafe { grow::grow(store, h, need, grow::Donor::Warm) } {
             return b;
         }
     }
@@ -461,7 +461,7 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
             // exchange), which `mremap` can move but not resize: moving it
             // into another span still saves the copy.
             // SAFETY: per contract; the mapping is still shorter than `need`.
-            unsafe { grow::grow(store, h, need, grow::Into::Any) }.unwrap_or(ptr::null_mut())
+            unsafe { grow::grow(store, h, need, grow::Donor::Any) }.unwrap_or(ptr::null_mut())
         }
     }
 }
