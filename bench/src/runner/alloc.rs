@@ -62,8 +62,13 @@ impl Mode {
 pub enum Preload {
     /// Nothing preloaded.
     None,
-    /// emma's drop-in library, built from this workspace (see [`EMMA_PRELOAD`]).
-    Emma,
+    /// emma's drop-in library, built from this workspace (see [`EMMA_PRELOAD`]) with these
+    /// cargo features of `emma-malloc` added (none: the default build). A build with features
+    /// goes to a target directory of its own, so it never replaces the default library.
+    Emma {
+        /// Comma-separated features, or "".
+        features: &'static str,
+    },
     /// A library from a Debian package, installed with apt-get when missing.
     Debian {
         /// The package.
@@ -176,7 +181,18 @@ pub const ALL: &[Allocator] = &[
         needs_cmake: false,
         max_reps: usize::MAX,
         mode: Mode::C,
-        preload: Preload::Emma,
+        preload: Preload::Emma { features: "" },
+    },
+    Allocator {
+        name: "c-emma-hardened",
+        feature: "a-system",
+        colour: "#ff9896",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Emma {
+            features: "hardened",
+        },
     },
     Allocator {
         name: "c-mimalloc",
@@ -214,4 +230,23 @@ pub const ALL: &[Allocator] = &[
             path: "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
         },
     },
+    // LLVM's hardened allocator (Android's default), with its default options: the peer for
+    // what `c-emma-hardened` costs.
+    Allocator {
+        name: "c-scudo",
+        feature: "a-system",
+        colour: "#9467bd",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::C,
+        preload: Preload::Debian {
+            package: "libclang-rt-14-dev",
+            path:
+                "/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.scudo_standalone-x86_64.so",
+        },
+    },
 ];
+
+/// Allocators a run leaves out unless `--alloc` names them: the hardened comparison, which
+/// answers another question (what the checks cost) and would add a fifth to the suite's time.
+pub const OPT_IN: &[&str] = &["c-emma-hardened", "c-scudo"];

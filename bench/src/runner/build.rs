@@ -107,8 +107,12 @@ pub fn preload(
                 ))
             }
         }
-        Preload::Emma if no_build => {
-            let lib = paths.target.join(EMMA_PRELOAD.1);
+        Preload::Emma { features } => {
+            let target = emma_target(paths, features);
+            let lib = target.join(EMMA_PRELOAD.1);
+            if !no_build {
+                build_emma_preload(paths, alloc, features, &target)?;
+            }
             if lib.exists() {
                 Ok(Some(lib))
             } else {
@@ -118,33 +122,54 @@ pub fn preload(
                 ))
             }
         }
-        Preload::Emma => {
-            let (args, artefact) = EMMA_PRELOAD;
-            let log_path = paths
-                .target
-                .join("logs")
-                .join(format!("preload-{}.log", alloc.name));
-            fs::create_dir_all(log_path.parent().unwrap()).map_err(|e| e.to_string())?;
-            let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let ok = Command::new(cargo)
-                .current_dir(&paths.root)
-                .env("CARGO_TARGET_DIR", &paths.target)
-                .args(args)
-                .stdout(log.try_clone().map_err(|e| e.to_string())?)
-                .stderr(log)
-                .status()
-                .is_ok_and(|s| s.success());
-            let lib = paths.target.join(artefact);
-            if ok && lib.exists() {
-                Ok(Some(lib))
-            } else {
-                Err(format!(
-                    "building emma's drop-in library failed ({})",
-                    log_path.display()
-                ))
-            }
-        }
+    }
+}
+
+/// The target directory of emma's drop-in library built with `features`: the suite's own for
+/// the default build, a subdirectory of it for any other.
+fn emma_target(paths: &Paths, features: &str) -> PathBuf {
+    if features.is_empty() {
+        paths.target.clone()
+    } else {
+        paths
+            .target
+            .join(format!("preload-{}", features.replace(',', "-")))
+    }
+}
+
+/// Builds emma's drop-in library with `features` into `target`.
+fn build_emma_preload(
+    paths: &Paths,
+    alloc: &Allocator,
+    features: &str,
+    target: &Path,
+) -> Result<(), String> {
+    let log_path = paths
+        .target
+        .join("logs")
+        .join(format!("preload-{}.log", alloc.name));
+    fs::create_dir_all(log_path.parent().unwrap()).map_err(|e| e.to_string())?;
+    let log = fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&paths.root)
+        .env("CARGO_TARGET_DIR", target)
+        .args(EMMA_PRELOAD.0);
+    if !features.is_empty() {
+        cmd.args(["--features", features]);
+    }
+    let ok = cmd
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "building emma's drop-in library failed ({})",
+            log_path.display()
+        ))
     }
 }
 

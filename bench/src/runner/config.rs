@@ -28,7 +28,8 @@ usage: runner [--quick] [--reps N] [--scale X] [--alloc a,b,..] [--workload w,..
   --quick        smoke run: 1 repetition at scale 0.05, results in bench/results/quick/
   --reps N       repetitions (default 3, or $EMMA_BENCH_REPS)
   --scale X      work multiplier (default 1, or $EMMA_BENCH_SCALE)
-  --alloc LIST   only these allocators (default: all)
+  --alloc LIST   only these allocators (default: all but the hardened comparison,
+                 c-emma-hardened and c-scudo)
   --workload L   only these workloads (default: all)
   --no-build     reuse target/bench-run/bins/ from the last build
   --out DIR      output directory (default bench/results)";
@@ -71,7 +72,11 @@ impl Config {
         let mut cfg = Config {
             reps: env_num("EMMA_BENCH_REPS").unwrap_or(3),
             scale: env_num("EMMA_BENCH_SCALE").unwrap_or(1.0),
-            allocators: alloc::ALL.to_vec(),
+            allocators: alloc::ALL
+                .iter()
+                .filter(|a| !alloc::OPT_IN.contains(&a.name))
+                .copied()
+                .collect(),
             workloads: workloads::ALL.iter().collect(),
             no_build: false,
             quick: false,
@@ -123,5 +128,28 @@ impl Config {
             return Err("--reps must be at least 1 and --scale positive".into());
         }
         Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use std::path::PathBuf;
+
+    fn names(args: &[&str]) -> Vec<&'static str> {
+        let cfg =
+            Config::from_args(args.iter().map(|s| s.to_string()), PathBuf::from("bench")).unwrap();
+        cfg.allocators.iter().map(|a| a.name).collect()
+    }
+
+    #[test]
+    fn the_hardened_comparison_runs_only_when_named() {
+        let default = names(&[]);
+        assert!(default.contains(&"c-emma") && default.contains(&"emma-tls"));
+        assert!(!default.contains(&"c-emma-hardened") && !default.contains(&"c-scudo"));
+        assert_eq!(
+            names(&["--alloc", "c-scudo,c-emma-hardened,c-emma"]),
+            ["c-emma", "c-emma-hardened", "c-scudo"]
+        );
     }
 }
