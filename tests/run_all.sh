@@ -126,6 +126,9 @@ run "tests: thread-pointer mode (--no-default-features)" \
 run "tests: boundary-checks, hardened" cargo test "${ci[@]}" --features boundary-checks,hardened --tests
 run "tests: hardened alone" cargo test "${ci[@]}" --features hardened --lib --test hardened
 run "tests: macros/ crate" cargo test "${ci[@]}" -p emma-macro-tests
+# The benchmark suite's own logic (its runner's options, parsing); the
+# glibc build, which needs no peer allocator compiled.
+run "tests: bench/ crate" cargo test "${ci[@]}" -p emma-bench --features a-system
 run "tests: stable toolchain" cargo +stable test "${ci[@]}" --features allocator-api2
 run "tests: macros/ crate on stable" cargo +stable test "${ci[@]}" -p emma-macro-tests
 # Miri cannot run emma's TLS assembly: the thread-pointer mode it is.
