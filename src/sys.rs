@@ -27,6 +27,8 @@ const MAP_ANONYMOUS: usize = 0x20;
 const MAP_NORESERVE: usize = 0x4000;
 const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+const MREMAP_DONTUNMAP: usize = 4;
 const FUTEX_WAIT_PRIVATE: usize = 128;
 const FUTEX_WAKE_PRIVATE: usize = 1 | 128;
 #[cfg_attr(not(feature = "boundary-checks"), allow(dead_code))]
@@ -135,6 +137,35 @@ pub unsafe fn mremap_to(
             old_len,
             new_len,
             MREMAP_MAYMOVE | MREMAP_FIXED,
+            target.as_ptr()
+        )
+    }
+    .map(|_| ())
+}
+
+/// Moves the pages of `[addr, addr + len)` to `target` without copying,
+/// and leaves the source range mapped but empty (`MREMAP_DONTUNMAP`, Linux
+/// 5.7 and later): its addresses stay the caller's, so nothing else can be
+/// mapped there before the caller protects or unmaps them.
+///
+/// # Safety
+/// `[addr, addr + len)` must lie in one private anonymous mapping owned by
+/// the caller, and `[target, target + len)` be a range the caller owns,
+/// disjoint from the source; it is replaced.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub unsafe fn mremap_keep_source(
+    addr: NonNull<u8>,
+    len: usize,
+    target: NonNull<u8>,
+) -> Result<(), Errno> {
+    // SAFETY: the caller owns both ranges.
+    unsafe {
+        syscall!(
+            Sysno::mremap,
+            addr.as_ptr(),
+            len,
+            len,
+            MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
             target.as_ptr()
         )
     }

@@ -95,6 +95,15 @@ pub unsafe fn mremap_to(_: NonNull<u8>, _: usize, _: usize, _: NonNull<u8>) -> R
     Err(Errno::ENOSYS)
 }
 
+/// Unsupported: callers copy instead.
+///
+/// # Safety
+/// As in `sys.rs`.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub unsafe fn mremap_keep_source(_: NonNull<u8>, _: usize, _: NonNull<u8>) -> Result<(), Errno> {
+    Err(Errno::ENOSYS)
+}
+
 /// Accepted and ignored.
 ///
 /// # Safety

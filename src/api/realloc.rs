@@ -1,7 +1,7 @@
 //! `realloc`: in place when the block's class allows, by moving pages for
 //! huge blocks, else by copying.
 
-use super::{alloc, block_meta, release, usable_size, Instance};
+use super::{alloc, block_meta, free_unchecked, release, usable_size, Instance};
 use crate::check;
 use crate::harden;
 use crate::huge;
@@ -62,11 +62,43 @@ pub unsafe fn realloc<I: Instance>(
         if q.is_null() {
             return q;
         }
-        ptr::copy_nonoverlapping(p, q, usable.min(new_size));
+        let n = usable.min(new_size);
+        let moved = keys::ENABLED && n == usable && !is_small(seg) && moved(p, q, n, new_size);
+        if !moved {
+            ptr::copy_nonoverlapping(p, q, n);
+        }
         check::on_free(p);
-        release::<I>(p);
+        if moved {
+            // Its canary and trailer left with its pages (checked above).
+            free_unchecked::<I>(p);
+        } else {
+            release::<I>(p);
+        }
         q
     }
+}
+
+/// `hardened`: moves the `n` bytes of huge block `p` into the new huge
+/// block `q` of `new_size` requested bytes by moving pages
+/// ([`huge::move_pages`]) instead of copying; false if `q` is not huge or
+/// the kernel refused (nothing changed). The old canary came along with
+/// the data: it becomes junk, and `q` is sealed again (the moved pages
+/// may have covered its canary).
+///
+/// # Safety
+/// `p` is a live huge block holding `n` requested bytes,
+/// `q` a fresh block of `new_size > n` requested bytes; both the caller's.
+unsafe fn moved(p: *mut u8, q: *mut u8, n: usize, new_size: usize) -> bool {
+    // SAFETY: per contract.
+    unsafe {
+        if is_small(segment_of(q)) || !huge::move_pages(p, q, n) {
+            return false;
+        }
+        q.add(n).write_bytes(keys::JUNK, harden::canary::CANARY);
+        let (raw, keys) = block_meta(q);
+        harden::canary::seal(q, new_size, raw, keys);
+    }
+    true
 }
 
 /// Block `p` resized in place to `n` bytes: with `hardened`, its canary and

@@ -194,3 +194,35 @@ fn take(
         warm: 0,
     })
 }
+
+/// `hardened`: moves the first `len` bytes of live huge block `from` (its
+/// data, rounded up to whole pages) into the front of live huge block `to`
+/// without copying. `from`'s range stays mapped, empty, so its addresses
+/// stay ours until the free that follows quarantines them (`PROT_NONE`):
+/// a stale pointer faults rather than read what is mapped there next.
+/// Without `hardened` a growing block moves with its whole mapping
+/// ([`grow`], `mremap`); with it, the guard page after the header splits
+/// the mapping, so only the block's pages move.
+///
+/// Returns false, with nothing changed, if the kernel refuses (older than
+/// Linux 5.7, or out of mappings): the caller copies.
+///
+/// # Safety
+/// `from` and `to` are distinct live huge blocks of this instance owned by
+/// the caller, each with at least `len` bytes to the end of its mapping;
+/// `to`'s first `len` bytes (rounded up to a page) hold nothing yet.
+pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
+    let Some(len) = os::align_up(len, crate::sys::PAGE_SIZE) else {
+        return false;
+    };
+    // Huge blocks start on a page and their mappings end on one: the
+    // rounded length still lies in both.
+    debug_assert!(
+        (from as usize).is_multiple_of(crate::sys::PAGE_SIZE)
+            && (to as usize).is_multiple_of(crate::sys::PAGE_SIZE)
+    );
+    // SAFETY: per contract both ranges are ours, disjoint (distinct
+    // mappings) and private anonymous memory.
+    unsafe { crate::sys::mremap_keep_source(nonnull(from as usize), len, nonnull(to as usize)) }
+        .is_ok()
+}

@@ -47,8 +47,9 @@
 //! visible to `owns`, `for_each_mapping` and the double-free check) and
 //! kept in quarantine, oldest out first, so that a stale pointer faults
 //! instead of reaching a later block at the same address. A realloc that
-//! must move copies into a new block, and its old copy is quarantined the
-//! same way. When `mprotect` is refused (e.g. `vm.max_map_count`), the
+//! must move takes a new block and moves the old one's pages into it
+//! ([`move_pages`]; it copies only if the kernel refuses), and the old
+//! block, left empty, is quarantined the same way. When `mprotect` is refused (e.g. `vm.max_map_count`), the
 //! span is unmapped instead: protection degrades, the program goes on.
 //!
 //! Growing a huge block never copies it: it moves into a warm cached span,
@@ -71,6 +72,8 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 mod grow;
 mod invariants;
+
+pub use grow::move_pages;
 
 pub use invariants::check_cache;
 
