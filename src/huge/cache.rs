@@ -11,8 +11,7 @@
 //! cache. Once huge frees pause for [`WARM_DELAYS`] purge delays, all of
 //! it is purged and the peak starts afresh.
 
-use super::{count, init, HugeHeader, HUGE_PAGE, TRANSPARENT_HUGE_PAGES};
-use crate::keys;
+use super::{count, guard, init, HugeHeader, HUGE_PAGE, TRANSPARENT_HUGE_PAGES};
 use crate::os::{self, align_up, Purged};
 use crate::segment::SEGMENT_SIZE;
 use crate::store::{SegmentStore, Span};
@@ -36,8 +35,9 @@ pub(super) const WARM_DELAYS: u64 = 10;
 pub(super) const COLD_AFTER_DELAYS: u64 = 100;
 
 /// A block of `size` bytes from the span cache: the cached span that fits
-/// with the least to fault back in, split if larger. Never with `hardened`
-/// (quarantined spans are not reused).
+/// with the least to fault back in, split if larger. (With `hardened` the
+/// cache holds freed blocks' pages at addresses no block has had; their
+/// own addresses are in quarantine, see [`super::quarantine`].)
 pub(super) fn alloc_cached(
     store: &SegmentStore,
     need: usize,
@@ -45,9 +45,6 @@ pub(super) fn alloc_cached(
     align: usize,
     instance: usize,
 ) -> Option<*mut u8> {
-    if keys::ENABLED {
-        return None;
-    }
     let g = store.lock();
     // SAFETY: lock held.
     let c = unsafe { &mut *store.huge.get() };
@@ -86,8 +83,10 @@ pub(super) fn alloc_cached(
             unsafe { os::collapse(base, whole) };
         }
     }
-    // SAFETY: as above; its guard page (with `hardened`) is never cached,
-    // so its pages are all writable.
+    // With `hardened`, the guard page after the header: cached spans have
+    // none (merged, a neighbour's would lie inside a block cut from them).
+    guard(base);
+    // SAFETY: as above; the span's pages are all writable.
     Some(unsafe { init(base, s.len, align, instance) })
 }
 
@@ -201,9 +200,6 @@ pub(super) unsafe fn nonnull(addr: usize) -> NonNull<u8> {
 /// and unmaps spans cold for much longer or over the cache's bound.
 /// `now` is a recent reading of the monotonic clock.
 pub fn maintain(store: &SegmentStore, now: u64) {
-    if keys::ENABLED {
-        return;
-    }
     let delay = store.purge_delay_ns();
     let quiet = delay.saturating_mul(WARM_DELAYS);
     let cold_before = now.saturating_sub(delay.saturating_mul(COLD_AFTER_DELAYS));

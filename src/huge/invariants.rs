@@ -65,7 +65,13 @@ pub(super) fn verify_live(h: &HugeHeader) {
 pub fn check_cache(store: &SegmentStore) -> Result<(), &'static str> {
     let _g = store.lock();
     // SAFETY: lock held.
-    for s in unsafe { (*store.huge.get()).live() } {
+    let (cached, quarantined) = unsafe {
+        (
+            (*store.huge.get()).live(),
+            (*store.quarantined.get()).live(),
+        )
+    };
+    for s in cached.iter().chain(quarantined) {
         // SAFETY: a cached span's header page stays mapped and readable
         // (purges and the quarantine's protection skip it).
         let h = unsafe { &*(s.base as *const HugeHeader) };

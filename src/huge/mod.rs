@@ -40,17 +40,21 @@
 //! whole mappings, never part of one: a mapping split into kernel
 //! mappings (VMAs) of different flags could not be moved by `mremap`.
 //!
-//! With `hardened`, freed spans are never reused: each (up to
-//! [`CACHE_BLOCK_MAX`] and not over-aligned; others are unmapped, as
-//! without `hardened`) is emptied and made
-//! inaccessible (`PROT_NONE`, all but the header page, which keeps it
-//! visible to `owns`, `for_each_mapping` and the double-free check) and
-//! kept in quarantine, oldest out first, so that a stale pointer faults
-//! instead of reaching a later block at the same address. A realloc that
-//! must move takes a new block and moves the old one's pages into it
+//! With `hardened`, the addresses of a freed block are never reused while
+//! it is in quarantine, but its memory is ([`quarantine`]): its pages move
+//! to a fresh mapping, which the span cache keeps like any freed span,
+//! and its own range (up to [`CACHE_BLOCK_MAX`] and not over-aligned;
+//! others are unmapped, as without `hardened`) is made inaccessible
+//! (`PROT_NONE`, all but the header page, which keeps it visible to `owns`,
+//! `for_each_mapping` and the double-free check) and kept, oldest out
+//! first, so that a stale pointer faults instead of reaching a later block.
+//! Cached spans carry no guard page (merged, one would end up inside a
+//! block): a block cut from one gets it then. A realloc that must move
+//! takes a new block and moves the old one's pages into it
 //! ([`move_pages`]; it copies only if the kernel refuses), and the old
-//! block, left empty, is quarantined the same way. When `mprotect` is refused (e.g. `vm.max_map_count`), the
-//! span is unmapped instead: protection degrades, the program goes on.
+//! block, left empty, is quarantined the same way. When `mprotect` is
+//! refused (e.g. `vm.max_map_count`), the span is unmapped instead:
+//! protection degrades, the program goes on.
 //!
 //! Growing a huge block never copies it: it moves into a warm cached span,
 //! exchanging pages with the span's front ([`grow`]), or else grows with
@@ -63,7 +67,7 @@ mod cache;
 pub use cache::maintain;
 
 use crate::keys;
-use crate::os::{self, align_up, Purged};
+use crate::os::{self, align_up};
 use crate::segment::{slow_tag, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
 use crate::store::{SegmentStore, Span};
 use crate::sys::{self, PAGE_SIZE};
@@ -72,6 +76,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 mod grow;
 mod invariants;
+mod quarantine;
 
 pub use grow::move_pages;
 
@@ -139,7 +144,8 @@ const HUGE_PAGE: usize = 2 << 20;
 /// (109,000 small faults instead of 750): predictable beats lucky.
 const TRANSPARENT_HUGE_PAGES: bool = false;
 
-/// With `hardened`, makes the page after a fresh mapping's header a guard.
+/// With `hardened`, makes the page after the header of a mapping a block
+/// is about to take a guard.
 fn guard(base: NonNull<u8>) {
     if keys::ENABLED {
         // SAFETY: the page after the header precedes the block and is ours.
@@ -309,8 +315,15 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         // mapping would rarely fit another request.
         store.release_span(span);
     } else if keys::ENABLED {
-        quarantine(store, span);
-        return;
+        // Its pages go on, at an address no block has had; its own
+        // addresses go to quarantine.
+        let mut span = span;
+        let kept = quarantine::keep_pages(store, &mut span);
+        quarantine::quarantine(store, span);
+        match kept {
+            Some(k) => cache::cache_span(store, k, false),
+            None => return,
+        }
     } else {
         cache::cache_span(store, span, true);
     }
@@ -323,46 +336,6 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     let _g = store.lock();
     // SAFETY: lock held.
     unsafe { (*store.huge.get()).note_free(span.since) };
-}
-
-/// `hardened`: empties a freed span and makes all of it but the header
-/// page inaccessible, then keeps it (still recorded, so a stale free is
-/// recognised) until newer ones push it out. Unmaps it at once if the
-/// kernel refuses the protection.
-fn quarantine(store: &SegmentStore, mut s: Span) {
-    let body = s.len - PAGE_SIZE;
-    let addr = (s.base + PAGE_SIZE) as *mut u8;
-    // SAFETY: the span is free and ours; the header page is left alone.
-    let emptied = unsafe {
-        os::purge(
-            NonNull::new_unchecked(addr),
-            body,
-            crate::os::Purge::DontNeed,
-        )
-    };
-    if emptied == Purged::Zeroed {
-        store.decommit(body);
-        s.committed = PAGE_SIZE;
-    }
-    // SAFETY: as above; nothing may use the body from now on.
-    if unsafe { sys::mprotect_none(addr, body) }.is_err() {
-        store.release_span(s);
-        return;
-    }
-    s.warm = 0;
-    // Not merged: each span leaves the quarantine on its own turn.
-    cache::cache_span(store, s, false);
-    loop {
-        let v = {
-            let _g = store.lock();
-            // SAFETY: lock held.
-            unsafe { (*store.huge.get()).pop_victim(QUARANTINE_BYTES_MAX, 0) }
-        };
-        match v {
-            Some(v) => store.release_span(v),
-            None => return,
-        }
-    }
 }
 
 /// Gives back the tail of live huge block `h`'s mapping past `need` bytes.

@@ -48,7 +48,10 @@ impl SegmentStore {
             }
         }
         // SAFETY: lock held.
-        unsafe { (*self.huge.get()).check(SEGMENT_SIZE) }
+        unsafe {
+            (*self.huge.get()).check(SEGMENT_SIZE)?;
+            (*self.quarantined.get()).check(SEGMENT_SIZE)
+        }
     }
 
     /// [`SegmentStore::check`] in builds with debug assertions, aborting

@@ -83,6 +83,9 @@ pub struct SegmentStore {
     cached: UnsafeCell<Cached>,
     /// Recently freed huge mappings (behind `lock`).
     pub(crate) huge: UnsafeCell<HugeCache>,
+    /// `hardened`: the addresses of freed huge blocks, inaccessible and
+    /// never reused until pushed out (behind `lock`; see `huge::quarantine`).
+    pub(crate) quarantined: UnsafeCell<HugeCache>,
     /// Mapping counters.
     pub stats: StoreStats,
     /// Bytes the instance may commit at most (`stats.committed`).
@@ -123,6 +126,7 @@ impl SegmentStore {
             segmap: SegMap::new(),
             cached: UnsafeCell::new(Cached::EMPTY),
             huge: UnsafeCell::new(HugeCache::new()),
+            quarantined: UnsafeCell::new(HugeCache::new()),
             stats: StoreStats::new(),
             limit: AtomicUsize::new(usize::MAX),
             lazy_purge: AtomicBool::new(false),
@@ -499,7 +503,11 @@ impl SegmentStore {
             let s = {
                 let _g = self.lock();
                 // SAFETY: lock held.
-                unsafe { (*self.huge.get()).pop_any() }
+                unsafe {
+                    (*self.huge.get())
+                        .pop_any()
+                        .or_else(|| (*self.quarantined.get()).pop_any())
+                }
             };
             let Some(s) = s else {
                 return any;
@@ -529,6 +537,7 @@ impl SegmentStore {
             self.lock.reset();
             *self.cached.get() = Cached::EMPTY;
             *self.huge.get() = HugeCache::new();
+            *self.quarantined.get() = HugeCache::new();
         }
     }
 }
