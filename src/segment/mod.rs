@@ -59,12 +59,12 @@ const BLOCKS_PER_LARGE_PAGE: usize = 8;
 /// stays resident until the whole page empties and its slices are
 /// purged), so a page of seven 512 KiB blocks with one of them live kept
 /// up to 4 MiB resident. Random replacement of 1000 blocks from 16 B to
-/// 1 MiB (the mixed-sizes benchmark, 30 to 53 MiB live) peaked at 138 MiB
-/// with pages of eight blocks up to a whole segment, and at 78 MiB with
+/// 1 MiB (the mixed-sizes benchmark, 27 to 53 MiB live) peaked at 138 MiB
+/// with pages of eight blocks up to a whole segment, and at 76 MiB with
 /// this cap, and ran faster (fewer pages faulted in). Caps of 4 or 8
-/// slices peaked at 81 and 84 MiB, and the collections benchmark, whose
-/// peak is sensitive to where its tables land, rose from 8.0 MiB to 10.3
-/// (8.6 with this cap); so did it with pages of eight blocks kept for
+/// slices peaked at 79 and 83 MiB, and the collections benchmark, whose
+/// peak is sensitive to where its tables land, rose from 7.8 MiB to 10.1
+/// (8.4 with this cap); so did it with pages of eight blocks kept for
 /// blocks up to 64 KiB, and with extra slices to shrink a page's unused
 /// tail. That tail costs no memory while untouched, but it counts as
 /// committed: up to 48 KiB of a 128 KiB page (one 80 KiB block), 32 KiB
