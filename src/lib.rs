@@ -279,9 +279,9 @@ pub trait InstanceExt: Instance {
     /// What counts, and its granularity:
     /// - blocks up to [`MAX_CLASS_SIZE`] (1 MiB): the page that holds them,
     ///   counted whole when it is set up — 64 KiB for blocks up to 8 KiB,
-    ///   room for eight blocks (at most 63 × 64 KiB) for larger ones —
-    ///   plus 64 KiB of metadata per 4 MiB segment. A page's memory is
-    ///   reused for later blocks without counting again;
+    ///   128 KiB for blocks up to 64 KiB, the block rounded up to 64 KiB
+    ///   for larger ones — plus 64 KiB of metadata per 4 MiB segment. A
+    ///   page's memory is reused for later blocks without counting again;
     /// - huge blocks: their whole mapping, the size plus a header page
     ///   (more for alignments above 4 KiB) rounded up to 4 MiB;
     /// - the heaps' metadata, in 64 KiB chunks;

@@ -231,6 +231,9 @@ fn limit_holds_under_contention() {
 /// The case a user reported: under an 8 MiB limit, with one 4 MiB segment
 /// and the heap metadata mapped (4.1 MiB), a 1 MiB block must still fit,
 /// since little of that is in use. Counting whole segments refused it.
+/// More 1 MiB blocks until more than the limit is mapped: a second segment
+/// after three blocks (a page of 16 slices each), or at once with
+/// `hardened`, whose 1 MiB block (plus its trailer) is a huge mapping.
 #[test]
 fn limit_counts_committed_memory_not_reserved_segments() {
     Eight.set_limit(Some(8 * MIB));
@@ -240,28 +243,39 @@ fn limit_counts_committed_memory_not_reserved_segments() {
     let before = Eight.stats();
     assert!(before.mapped > 4 * MIB, "{before:?}");
     let big = Layout::from_size_align(MIB, 8).unwrap();
-    let p = unsafe { Eight.alloc(big) };
+    let mut bigs = Vec::new();
+    while Eight.stats().mapped <= 8 * MIB {
+        assert!(bigs.len() < 4, "{:?}", Eight.stats());
+        let p = unsafe { Eight.alloc(big) };
+        let s = Eight.stats();
+        assert!(!p.is_null(), "1 MiB refused under 8 MiB: {s:?}");
+        unsafe { p.write_bytes(0x5A, MIB) };
+        bigs.push(p);
+    }
     let s = Eight.stats();
-    assert!(!p.is_null(), "1 MiB refused under 8 MiB: {s:?}");
-    unsafe { p.write_bytes(0x5A, MIB) };
     // Two segments are mapped, more than the limit; what counts is within it.
     assert!(s.mapped > 8 * MIB && s.committed <= 8 * MIB, "{s:?}");
     assert_eq!(s.failures, 0);
-    unsafe { Eight.dealloc(p, big) };
+    for p in bigs {
+        unsafe { Eight.dealloc(p, big) };
+    }
     free_all(&Eight, small, blocks);
 }
 
 /// Users budget in bytes they allocate: filling a capped instance with
 /// small blocks gets within a page or two of the cap, and the committed
-/// count never passes it (checked after every block).
+/// count never passes it (checked after every block). The blocks fill
+/// their pages exactly (four of 32 KiB in a 128 KiB page): a class that
+/// leaves a tail in each page (five 24 KiB blocks in 128 KiB) loses that
+/// share of the cap as well (see `LARGE_PAGE_MAX_SLICES` in `segment`).
 #[test]
 fn blocks_fill_a_limit_to_within_a_page() {
     const LIMIT: usize = 8 * MIB;
     // `hardened` adds 12 bytes to each request (canary and size): ask for
-    // that much less, so every block still takes exactly its 24 KiB class.
+    // that much less, so every block still takes exactly its 32 KiB class.
     const PAD: usize = if cfg!(feature = "hardened") { 12 } else { 0 };
     Filled.set_limit(Some(LIMIT));
-    let l = Layout::from_size_align(24 * 1024 - PAD, 8).unwrap();
+    let l = Layout::from_size_align(32 * 1024 - PAD, 8).unwrap();
     let mut blocks = Vec::new();
     loop {
         let p = unsafe { Filled.alloc(l) };

@@ -50,8 +50,26 @@ pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// Blocks up to this size get single-slice pages (at least 8 blocks each).
 const SINGLE_SLICE_MAX_BLOCK: usize = SLICE_SIZE / 8;
-/// Larger blocks get pages of about this many blocks.
+/// Larger blocks get pages of up to this many blocks...
 const BLOCKS_PER_LARGE_PAGE: usize = 8;
+/// ... spanning at most this many slices (128 KiB), or one block's worth
+/// if a block is larger: blocks over 64 KiB get a page each.
+///
+/// Why: a page holds on to every block it ever handed out (a freed block
+/// stays resident until the whole page empties and its slices are
+/// purged), so a page of seven 512 KiB blocks with one of them live kept
+/// up to 4 MiB resident. Random replacement of 1000 blocks from 16 B to
+/// 1 MiB (the mixed-sizes benchmark, 27 to 53 MiB live) peaked at 138 MiB
+/// with pages of eight blocks up to a whole segment, and at 76 MiB with
+/// this cap, and ran faster (fewer pages faulted in). Caps of 4 or 8
+/// slices peaked at 79 and 83 MiB, and the collections benchmark, whose
+/// peak is sensitive to where its tables land, rose from 7.8 MiB to 10.1
+/// (8.4 with this cap); so did it with pages of eight blocks kept for
+/// blocks up to 64 KiB, and with extra slices to shrink a page's unused
+/// tail. That tail costs no memory while untouched, but it counts as
+/// committed: up to 48 KiB of a 128 KiB page (one 80 KiB block), 32 KiB
+/// for two 48 KiB blocks, 8 KiB for five of 24 KiB.
+const LARGE_PAGE_MAX_SLICES: usize = 2;
 
 /// Tells small segments from huge ones, and both from garbage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,18 +171,25 @@ const _: () = {
 };
 
 /// Slices a page of class `c` spans: one for blocks up to 8 KiB, else
-/// enough for [`BLOCKS_PER_LARGE_PAGE`] blocks, at most a whole segment.
+/// enough for [`BLOCKS_PER_LARGE_PAGE`] blocks but at most
+/// [`LARGE_PAGE_MAX_SLICES`], or the slices of one block if that is more
+/// (at most 16 slices: a 1 MiB block).
 pub const fn page_slices(c: Class) -> usize {
     let bs = class_size(c);
     if bs <= SINGLE_SLICE_MAX_BLOCK {
-        1
+        return 1;
+    }
+    let eight = (bs * BLOCKS_PER_LARGE_PAGE).div_ceil(SLICE_SIZE);
+    let one_block = bs.div_ceil(SLICE_SIZE);
+    let n = if eight < LARGE_PAGE_MAX_SLICES {
+        eight
     } else {
-        let want = (bs * BLOCKS_PER_LARGE_PAGE).div_ceil(SLICE_SIZE);
-        if want > SLICES - 1 {
-            SLICES - 1
-        } else {
-            want
-        }
+        LARGE_PAGE_MAX_SLICES
+    };
+    if n < one_block {
+        one_block
+    } else {
+        n
     }
 }
 

@@ -15,6 +15,20 @@ fn page_spans_fit_in_a_segment() {
     assert_eq!(page_slices(0), 1);
 }
 
+/// A page of big blocks spans at most 128 KiB, or one block's slices: a
+/// freed block of a page that stays in use stays resident, so big pages of
+/// several big blocks held megabytes for one live block.
+#[test]
+fn pages_of_big_blocks_stay_small() {
+    for c in 0..CLASS_COUNT {
+        let (n, bs) = (page_slices(c), class_size(c));
+        assert!(
+            n <= LARGE_PAGE_MAX_SLICES || n == bs.div_ceil(SLICE_SIZE),
+            "class {c}: {bs} B blocks in {n} slices"
+        );
+    }
+}
+
 /// A fresh segment mapping, unmapped on drop.
 struct Scratch(NonNull<u8>);
 impl Drop for Scratch {
