@@ -367,6 +367,13 @@ mod quarantine {
                 assert!(!q.is_null() && q != p, "round {round}: not moved");
                 assert!(faulted < 64, "round {round}: {faulted} page faults: copied");
                 assert!(stamped(q, size), "round {round}: data lost");
+                // The old block's pages left with the move: nothing of it
+                // stays committed (or cached as if it had memory).
+                let s = Moved.stats();
+                assert!(
+                    s.committed <= s.meta + 2 * size + 4 * MIB + 16 * PAGE,
+                    "round {round}: the emptied block still counts: {s:?}"
+                );
                 // The old canary is no longer there: the new block's end
                 // checks out, and its new bytes can be written.
                 assert_eq!(Moved.usable_size(q), 2 * size);

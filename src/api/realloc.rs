@@ -1,7 +1,7 @@
 //! `realloc`: in place when the block's class allows, by moving pages for
 //! huge blocks, else by copying.
 
-use super::{alloc, block_meta, free_unchecked, release, usable_size, Instance};
+use super::{alloc, block_meta, release, usable_size, Instance};
 use crate::check;
 use crate::harden;
 use crate::huge;
@@ -69,8 +69,9 @@ pub unsafe fn realloc<I: Instance>(
         }
         check::on_free(p);
         if moved {
-            // Its canary and trailer left with its pages (checked above).
-            free_unchecked::<I>(p);
+            // Its pages left, canary and trailer with them (checked above):
+            // only its addresses remain, for the quarantine.
+            huge::free_emptied(&I::state().store, seg.cast());
         } else {
             release::<I>(p);
         }

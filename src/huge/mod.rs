@@ -291,6 +291,25 @@ fn alloc_over_aligned(store: &SegmentStore, size: usize, align: usize, instance:
 /// any more.
 pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     // SAFETY: per contract.
+    unsafe { free_span(store, h, true) }
+}
+
+/// `hardened`: frees a huge block whose pages [`move_pages`] moved away
+/// (a moving `realloc`): only its addresses are left, for the quarantine.
+///
+/// # Safety
+/// As for [`free`].
+pub unsafe fn free_emptied(store: &SegmentStore, h: *mut HugeHeader) {
+    // SAFETY: per contract.
+    unsafe { free_span(store, h, false) }
+}
+
+/// [`free`], keeping the block's pages (with `hardened`) if `keep`.
+///
+/// # Safety
+/// As for [`free`].
+unsafe fn free_span(store: &SegmentStore, h: *mut HugeHeader, keep: bool) {
+    // SAFETY: per contract.
     let (base, len, align) = unsafe {
         if !keys::ENABLED {
             invariants::verify_live(&*h);
@@ -318,7 +337,11 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
         // Its pages go on, at an address no block has had; its own
         // addresses go to quarantine.
         let mut span = span;
-        let kept = quarantine::keep_pages(store, &mut span);
+        let kept = if keep {
+            quarantine::keep_pages(store, &mut span)
+        } else {
+            None
+        };
         quarantine::quarantine(store, span);
         match kept {
             Some(k) => cache::cache_span(store, k, false),
