@@ -343,11 +343,13 @@ fn preload_gcc_big_compile() {
         a == b,
         "gcc made a different object file with emma preloaded"
     );
-    // cc1 is the process that allocates a lot.
+    // cc1 is the process that allocates a lot: 29 MiB mapped at its peak
+    // here (it was over 32 MiB before pages of big blocks were capped at
+    // 128 KiB).
     let stats = stats_lines(&out.stderr);
     assert!(stats.len() >= 2, "one line per process expected: {stats:?}");
     assert!(
-        stats.iter().any(|s| s.peak_mapped >= 32 << 20),
+        stats.iter().any(|s| s.peak_mapped >= 16 << 20),
         "cc1 should have mapped tens of MiB: {stats:?}"
     );
     let exe = dir.join("big");
