@@ -310,6 +310,14 @@ mod quarantine {
             let faults = thread_faults();
             let p = unsafe { Quarantined.alloc(l) };
             assert!(!p.is_null());
+            // Reused memory or not, a new block starts with junk, not with
+            // the last block's data (`touch` wrote the round at offset 0).
+            let head = unsafe { std::slice::from_raw_parts(p, 1024) };
+            assert!(
+                head.iter().all(|&b| b == 0xdb),
+                "round {round}: {:?}",
+                &head[..8]
+            );
             touch(p, 6 * MIB, round as u8);
             let faulted = thread_faults() - faults;
             if round > 0 {

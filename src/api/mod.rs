@@ -152,13 +152,13 @@ fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *m
         return p;
     }
     // SAFETY: a fresh block of at least `padded` bytes. Blocks come
-    // junk-filled (their first `JUNK_SPAN` bytes) from their page; a reused
-    // huge mapping gets the same.
+    // junk-filled (their first `JUNK_SPAN` bytes) from their page; a huge
+    // block gets the same, fresh (zeros are not junk) or reused.
     unsafe {
         let (raw, keys) = block_meta(p);
         if zero && !clean {
             ptr::write_bytes(p, 0, size);
-        } else if !zero && !clean && !is_small(segment_of(p)) {
+        } else if !zero && !is_small(segment_of(p)) {
             ptr::write_bytes(p, keys::JUNK, size.min(keys::JUNK_SPAN));
         }
         harden::canary::seal(p, size, raw, keys);
