@@ -69,11 +69,20 @@ pub(super) fn quarantine(store: &SegmentStore, mut s: Span) {
 /// cache (without a guard page: cached spans get theirs when a block is
 /// cut from them, see `cache::alloc_cached`). `s` keeps its addresses, mapped
 /// and empty, for [`quarantine`]; its committed bytes go to the new span.
-/// `None`, with `s` unchanged, when the kernel refuses: a kernel before
-/// Linux 5.7, a body made of several kernel mappings (the front moved in by
-/// a growing `realloc`), no address space.
+/// `None`, with `s` unchanged, when the kernel refuses (a kernel before
+/// Linux 5.7, a body made of several kernel mappings: the front moved in by
+/// a growing `realloc`, no address space) or the instance's limit leaves
+/// no room for the new header page.
 pub(super) fn keep_pages(store: &SegmentStore, s: &mut Span) -> Option<Span> {
-    let base = store.map(s.len)?;
+    // The new span's header page is memory the old span did not have: not
+    // kept at all if it would take the instance past its limit.
+    if !store.try_commit(PAGE_SIZE) {
+        return None;
+    }
+    let Some(base) = store.map(s.len) else {
+        store.decommit(PAGE_SIZE);
+        return None;
+    };
     let lead = LEAD_PAGES * PAGE_SIZE;
     // SAFETY: `s` is free and ours, its body one private anonymous mapping
     // (or the call fails); the target is our fresh mapping.
@@ -85,12 +94,13 @@ pub(super) fn keep_pages(store: &SegmentStore, s: &mut Span) -> Option<Span> {
         )
     };
     if moved.is_err() {
+        store.decommit(PAGE_SIZE);
         // SAFETY: fresh, seen by nobody.
         unsafe { store.unmap(base, s.len) };
         return None;
     }
     // What `s` had committed went with its pages, but for its header page,
-    // which stays; the new span's header page is memory in use from now.
+    // which stays; the new span's header page was counted above.
     let k = Span {
         base: base.as_ptr() as usize,
         len: s.len,
@@ -99,7 +109,6 @@ pub(super) fn keep_pages(store: &SegmentStore, s: &mut Span) -> Option<Span> {
         warm: s.len,
     };
     s.committed = PAGE_SIZE;
-    store.commit_written(PAGE_SIZE);
     // SAFETY: `s`'s header is ours (the instance it names is this one's).
     let instance = unsafe { (*(s.base as *const HugeHeader)).header.instance };
     let _g = store.lock();

@@ -242,7 +242,10 @@ impl SegmentStore {
         Err(Errno::ENOMEM)
     }
 
-    fn try_commit(&self, bytes: usize) -> bool {
+    /// Counts `bytes` more as committed if that stays within the limit;
+    /// unlike [`SegmentStore::commit`], gives up nothing and calls no hook
+    /// when it does not (for memory that can be done without).
+    pub(crate) fn try_commit(&self, bytes: usize) -> bool {
         let limit = self.limit();
         let mut cur = self.stats.committed.load(Ordering::Relaxed);
         loop {
