@@ -129,6 +129,22 @@ pub unsafe fn mremap_to(
     new_len: usize,
     target: NonNull<u8>,
 ) -> Result<(), Errno> {
+    // SAFETY: forwarded contract.
+    unsafe { mremap_fixed(addr, old_len, new_len, target, 0) }
+}
+
+/// `mremap(addr, old_len, new_len, MREMAP_MAYMOVE | MREMAP_FIXED | flags,
+/// target)`.
+///
+/// # Safety
+/// As for [`mremap_to`], and whatever `flags` add to it.
+unsafe fn mremap_fixed(
+    addr: NonNull<u8>,
+    old_len: usize,
+    new_len: usize,
+    target: NonNull<u8>,
+    flags: usize,
+) -> Result<(), Errno> {
     // SAFETY: the caller owns both ranges.
     unsafe {
         syscall!(
@@ -136,7 +152,7 @@ pub unsafe fn mremap_to(
             addr.as_ptr(),
             old_len,
             new_len,
-            MREMAP_MAYMOVE | MREMAP_FIXED,
+            MREMAP_MAYMOVE | MREMAP_FIXED | flags,
             target.as_ptr()
         )
     }
@@ -158,18 +174,8 @@ pub unsafe fn mremap_keep_source(
     len: usize,
     target: NonNull<u8>,
 ) -> Result<(), Errno> {
-    // SAFETY: the caller owns both ranges.
-    unsafe {
-        syscall!(
-            Sysno::mremap,
-            addr.as_ptr(),
-            len,
-            len,
-            MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP,
-            target.as_ptr()
-        )
-    }
-    .map(|_| ())
+    // SAFETY: forwarded contract; the source stays mapped, as documented.
+    unsafe { mremap_fixed(addr, len, len, target, MREMAP_DONTUNMAP) }
 }
 
 /// Makes `[addr, addr + len)` inaccessible (`mprotect(PROT_NONE)`).

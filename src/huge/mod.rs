@@ -423,7 +423,8 @@ pub unsafe fn realloc(store: &SegmentStore, h: *mut HugeHeader, new_size: usize)
         }
     }
     // With `hardened` the guard page splits the mapping, which `mremap`
-    // cannot move: the caller copies, and the old copy is quarantined.
+    // cannot move: the caller takes a new block and moves the pages into
+    // it (`move_pages`), and the old block's addresses are quarantined.
     if keys::ENABLED || align > SEGMENT_SIZE || store.commit(need - map_len).is_err() {
         return ptr::null_mut();
     }

@@ -10,11 +10,11 @@
 //! memory without faulting it in again, as without `hardened`, while no
 //! address is reused.
 
+use super::cache::nonnull;
 use super::{HugeHeader, LEAD_PAGES, QUARANTINE_BYTES_MAX};
 use crate::os::{self, Purged};
 use crate::store::{SegmentStore, Span};
 use crate::sys::{self, PAGE_SIZE};
-use core::ptr::NonNull;
 
 /// Empties a freed span and makes all of it but the header page
 /// inaccessible, then keeps it (still recorded, so a stale free is
@@ -26,7 +26,7 @@ pub(super) fn quarantine(store: &SegmentStore, mut s: Span) {
     // SAFETY: the span is free and ours; the header page is left alone.
     let emptied = unsafe {
         os::purge(
-            NonNull::new_unchecked(addr),
+            nonnull(s.base + PAGE_SIZE),
             body,
             crate::os::Purge::DontNeed,
         )
@@ -88,9 +88,9 @@ pub(super) fn keep_pages(store: &SegmentStore, s: &mut Span) -> Option<Span> {
     // (or the call fails); the target is our fresh mapping.
     let moved = unsafe {
         sys::mremap_keep_source(
-            NonNull::new_unchecked((s.base + lead) as *mut u8),
+            nonnull(s.base + lead),
             s.len - lead,
-            NonNull::new_unchecked(base.as_ptr().add(lead)),
+            nonnull(base.as_ptr() as usize + lead),
         )
     };
     if moved.is_err() {

@@ -41,14 +41,14 @@
 //! free the dead thread's stack (see the README's limits).
 
 use super::{InstanceState, ARENA_CHUNK};
-
-// A heap fits in an arena chunk after its link word (or `new_heap` would
-// map chunks forever).
-const _: () = assert!(core::mem::size_of::<Heap>().next_multiple_of(64) + 64 <= ARENA_CHUNK);
 use crate::heap::{Heap, Source};
 use crate::{purge, sys, thread};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, Ordering};
+
+// A heap fits in an arena chunk after its link word (or `new_heap` would
+// map chunks forever).
+const _: () = assert!(core::mem::size_of::<Heap>().next_multiple_of(64) + 64 <= ARENA_CHUNK);
 
 /// The sweep runs at most every [`purge::COLLECT_INTERVAL_NS`] times
 /// `1 + heaps / HEAPS_PER_INTERVAL`, bounding its syscalls per second.
