@@ -31,7 +31,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 feature_of() {
   case "$1" in
     emma-tls) echo a-emma-tls ;; emma) echo a-emma ;; mimalloc) echo a-mimalloc ;;
-    emma-tls-hardened) echo a-emma-tls,emma/hardened ;;
+    emma-tls-hardened) echo a-emma-tls-hardened ;;
     jemalloc) echo a-jemalloc ;; snmalloc) echo a-snmalloc ;; glibc) echo a-system ;;
     emma-0.0.1) echo a-emma-orig ;; *) echo "unknown allocator $1" >&2; return 1 ;;
   esac

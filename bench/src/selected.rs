@@ -14,7 +14,9 @@ mod imp {
     /// The selected allocator.
     #[global_allocator]
     pub static GLOBAL: Emma = Emma;
-    pub const NAME: &str = if cfg!(feature = "a-emma-tls") {
+    pub const NAME: &str = if cfg!(feature = "a-emma-tls-hardened") {
+        "emma-tls-hardened"
+    } else if cfg!(feature = "a-emma-tls") {
         "emma-tls"
     } else {
         "emma"

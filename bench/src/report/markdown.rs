@@ -1,7 +1,7 @@
 //! The markdown report (`bench/results/latest.md`).
 
-use super::{Results, Summary};
-use crate::runner::alloc::Mode;
+use super::{geomean, median, Results, Summary};
+use crate::runner::alloc::{Mode, HARDENED_PAIRS};
 use std::fmt::Write;
 
 fn ratio(x: Option<f64>) -> String {
@@ -95,6 +95,7 @@ pub fn render(r: &Results, summaries: &[Summary]) -> String {
     for s in summaries {
         mode_section(&mut out, r, s);
     }
+    out.push_str(&hardened_cost(r));
 
     out.push_str("## Details\n\n");
     for (wi, w) in r.workloads.iter().enumerate() {
@@ -151,6 +152,48 @@ pub fn render(r: &Results, summaries: &[Summary]) -> String {
     out
 }
 
+/// What the `hardened` checks cost: for each pair of [`HARDENED_PAIRS`] that this run has both
+/// sides of, the median time with the checks over the median time without, per workload, and
+/// their geometric mean (empty if the run has no such pair). Both sides ran interleaved in the
+/// same repetitions, so the ratio is not skewed by the machine drifting between two runs.
+pub fn hardened_cost(r: &Results) -> String {
+    let index = |name: &str| r.allocators.iter().position(|a| a.name == name);
+    let pairs: Vec<(&str, usize, &str, usize)> = HARDENED_PAIRS
+        .iter()
+        .filter_map(|&(plain, hard)| Some((plain, index(plain)?, hard, index(hard)?)))
+        .collect();
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let time = |wi: usize, ai: usize| {
+        let s = &r.samples[wi][ai];
+        (!s.is_empty()).then(|| median(&s.iter().map(|x| x.seconds).collect::<Vec<_>>()))
+    };
+    let mut out = String::from(
+        "## What `hardened` costs\n\nMedian time with the checks / median time without, per workload (same run, interleaved):\n\n| workload |",
+    );
+    for (plain, _, hard, _) in &pairs {
+        write!(out, " {hard} / {plain} |").unwrap();
+    }
+    writeln!(out, "\n|---|{}", "---:|".repeat(pairs.len())).unwrap();
+    let mut ratios = vec![Vec::new(); pairs.len()];
+    for (wi, w) in r.workloads.iter().enumerate() {
+        write!(out, "| {} |", w.name).unwrap();
+        for (k, &(_, p, _, h)) in pairs.iter().enumerate() {
+            let x = time(wi, h).zip(time(wi, p)).map(|(h, p)| h / p);
+            ratios[k].extend(x);
+            write!(out, " {} |", ratio(x)).unwrap();
+        }
+        out.push('\n');
+    }
+    out.push_str("| **geometric mean** |");
+    for rs in &ratios {
+        write!(out, " **{}** |", ratio(geomean(rs))).unwrap();
+    }
+    out.push_str("\n\n");
+    out
+}
+
 /// One mode's summary table, chart (Rust mode) and matrix of time ratios.
 fn mode_section(out: &mut String, r: &Results, s: &Summary) {
     let base = s.mode.baseline();
@@ -183,4 +226,67 @@ fn mode_section(out: &mut String, r: &Results, s: &Summary) {
         out.push('\n');
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hardened_cost;
+    use crate::report::machine::Machine;
+    use crate::report::{Results, Sample};
+    use crate::runner::alloc::ALL;
+    use crate::runner::config::Config;
+    use std::path::PathBuf;
+
+    fn sample(seconds: f64) -> Sample {
+        Sample {
+            seconds,
+            checksum: 1,
+            peak_kib: 1024,
+            end_kib: 1024,
+            busy: false,
+        }
+    }
+
+    /// Results of `--workload small-lifo,larson` for the named allocators, no samples yet.
+    fn results(allocs: &[&str]) -> Results {
+        let args = ["--workload", "small-lifo,larson"].map(String::from);
+        let cfg = Config::from_args(args, PathBuf::from("bench")).unwrap();
+        let allocators = allocs
+            .iter()
+            .map(|n| *ALL.iter().find(|a| a.name == *n).unwrap())
+            .collect();
+        let machine = Machine {
+            cpu: "?".into(),
+            cores: 2,
+            kernel: "?".into(),
+            rustc: "?".into(),
+            date: "?".into(),
+            commit: "?".into(),
+        };
+        Results::new(&cfg, allocators, Vec::new(), machine)
+    }
+
+    #[test]
+    fn hardened_cost_is_the_median_ratio_per_workload_and_its_geomean() {
+        let mut r = results(&["emma-tls", "emma-tls-hardened", "mimalloc"]);
+        // small-lifo: medians 1.0 and 3.0; larson: 2.0 and 3.0.
+        r.samples[0][0] = vec![sample(1.0), sample(0.9), sample(5.0)];
+        r.samples[0][1] = vec![sample(3.0), sample(2.0), sample(4.0)];
+        r.samples[1][0] = vec![sample(2.0)];
+        r.samples[1][1] = vec![sample(3.0)];
+        let t = hardened_cost(&r);
+        assert!(t.contains("| emma-tls-hardened / emma-tls |"), "{t}");
+        assert!(t.contains("| small-lifo | 3.00× |"), "{t}");
+        assert!(t.contains("| larson | 1.50× |"), "{t}");
+        // sqrt(3.0 * 1.5)
+        assert!(t.contains("| **geometric mean** | **2.12×** |"), "{t}");
+        assert!(!t.contains("c-emma"), "{t}");
+    }
+
+    #[test]
+    fn no_hardened_section_without_both_sides() {
+        let mut r = results(&["emma-tls", "mimalloc"]);
+        r.samples[0][0] = vec![sample(1.0)];
+        assert_eq!(hardened_cost(&r), "");
+    }
 }

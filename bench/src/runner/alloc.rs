@@ -120,6 +120,17 @@ pub const ALL: &[Allocator] = &[
         mode: Mode::Rust,
         preload: Preload::None,
     },
+    // emma-tls with the `hardened` checks: the report adds what they cost (see
+    // `report::markdown::hardened_cost`).
+    Allocator {
+        name: "emma-tls-hardened",
+        feature: "a-emma-tls-hardened",
+        colour: "#8c564b",
+        needs_cmake: false,
+        max_reps: usize::MAX,
+        mode: Mode::Rust,
+        preload: Preload::None,
+    },
     Allocator {
         name: "emma",
         feature: "a-emma",
@@ -249,4 +260,10 @@ pub const ALL: &[Allocator] = &[
 
 /// Allocators a run leaves out unless `--alloc` names them: the hardened comparison, which
 /// answers another question (what the checks cost) and would add a fifth to the suite's time.
-pub const OPT_IN: &[&str] = &["c-emma-hardened", "c-scudo"];
+pub const OPT_IN: &[&str] = &["emma-tls-hardened", "c-emma-hardened", "c-scudo"];
+
+/// The pairs whose time ratio is what `hardened` costs: (without, with), one per mode.
+pub const HARDENED_PAIRS: &[(&str, &str)] = &[
+    ("emma-tls", "emma-tls-hardened"),
+    ("c-emma", "c-emma-hardened"),
+];

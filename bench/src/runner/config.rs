@@ -29,7 +29,8 @@ usage: runner [--quick] [--reps N] [--scale X] [--alloc a,b,..] [--workload w,..
   --reps N       repetitions (default 3, or $EMMA_BENCH_REPS)
   --scale X      work multiplier (default 1, or $EMMA_BENCH_SCALE)
   --alloc LIST   only these allocators (default: all but the hardened comparison,
-                 c-emma-hardened and c-scudo)
+                 emma-tls-hardened, c-emma-hardened and c-scudo; with a pair such as
+                 emma-tls,emma-tls-hardened the report adds what `hardened` costs)
   --workload L   only these workloads (default: all)
   --no-build     reuse target/bench-run/bins/ from the last build
   --out DIR      output directory (default bench/results)";
@@ -146,7 +147,9 @@ mod tests {
     fn the_hardened_comparison_runs_only_when_named() {
         let default = names(&[]);
         assert!(default.contains(&"c-emma") && default.contains(&"emma-tls"));
-        assert!(!default.contains(&"c-emma-hardened") && !default.contains(&"c-scudo"));
+        for opt_in in ["emma-tls-hardened", "c-emma-hardened", "c-scudo"] {
+            assert!(!default.contains(&opt_in), "{opt_in}");
+        }
         assert_eq!(
             names(&["--alloc", "c-scudo,c-emma-hardened,c-emma"]),
             ["c-emma", "c-emma-hardened", "c-scudo"]
