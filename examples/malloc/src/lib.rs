@@ -27,7 +27,7 @@
 //! own, no `__tls_get_addr`, no unwinder): it imports those two functions
 //! and those `core` calls by name, `memcpy`, `memmove`, `memset`,
 //! `memcmp`/`bcmp` and `strlen` (`CStr::from_ptr`, for the environment);
-//! tests/embed_preload.rs checks the list.
+//! tests/embed_preload_imports.rs checks the list.
 
 // `cargo clippy --all-targets` checks a test build of the library, which
 // links the test harness (and `std`, with its own panic handler).
