@@ -100,17 +100,6 @@ fn plugins_rtld_global() {
     assert!(out.contains("global scope: plugin_name visible"), "{out}");
 }
 
-fn dynamic_symbols(lib: &PathBuf, which: &str) -> Vec<String> {
-    let out = run_ok(Command::new("nm").args(["-D", which]).arg(lib));
-    let mut v: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        .map(|n| n.split('@').next().unwrap().to_string())
-        .collect();
-    v.sort();
-    v
-}
-
 /// A plugin exports its C interface and nothing of emma: not the
 /// instance's state, not emma's functions, not Rust's allocator shims.
 /// (No filter is needed: `nm -D --defined-only` lists exactly the

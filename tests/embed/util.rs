@@ -234,6 +234,19 @@ pub fn compile(compiler: &str, sources: &[&str], out: &str, args: &[&str]) -> Pa
     })
 }
 
+/// The dynamic symbols of `lib` that `nm -D` lists with `which`
+/// (`--defined-only`, `--undefined-only`), without versions, sorted.
+pub fn dynamic_symbols(lib: &Path, which: &str) -> Vec<String> {
+    let out = run_ok(Command::new("nm").args(["-D", which]).arg(lib));
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Whether `tool` can be run (`tool --version` succeeds).
 pub fn have(tool: &str) -> bool {
     Command::new(tool)

@@ -28,13 +28,13 @@
 //! block's class); otherwise they free like `free`.
 
 use crate::Malloc;
+use core::ffi::c_void;
 use emma::c::{self, NoErrno};
-use std::ffi::c_void;
 
 /// Prints the out-of-memory message and aborts.
 #[cold]
 fn out_of_memory(size: usize) -> ! {
-    use std::fmt::Write;
+    use core::fmt::Write;
     let mut l = crate::report::Line::new();
     let _ = writeln!(l, "emma: out of memory in operator new ({size} bytes)");
     l.write_to(2);

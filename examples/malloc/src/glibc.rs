@@ -30,10 +30,10 @@
 
 use crate::report::Line;
 use crate::Malloc;
+use core::ffi::{c_int, c_void};
+use core::fmt::Write;
+use core::time::Duration;
 use emma::{InstanceExt, Stats};
-use std::ffi::{c_int, c_void};
-use std::fmt::Write;
-use std::time::Duration;
 
 /// glibc's `struct mallinfo2`.
 #[repr(C)]
@@ -160,6 +160,7 @@ pub extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
     }
 }
 
+#[link(name = "c")]
 unsafe extern "C" {
     /// C stdio's `fwrite`: `malloc_info` writes to a `FILE *`, which may be
     /// any stream (a memory stream from `open_memstream`, say), so it has

@@ -22,10 +22,19 @@
 //! libc: failing functions set the C `errno`, which only the C library can
 //! reach (`__errno_location`), and `malloc_info` writes to a C `FILE *`
 //! (`fwrite`). Those are the only C library functions called; everything
-//! else is emma (no libc at all) or raw syscalls.
+//! else is emma (no libc at all) or raw syscalls. The library is `no_std`,
+//! so Rust's standard library adds nothing to that (no initialiser of its
+//! own, no `__tls_get_addr`, no unwinder): it imports those two functions
+//! and those `core` calls by name, `memcpy`, `memmove`, `memset`,
+//! `memcmp`/`bcmp` and `strlen` (`CStr::from_ptr`, for the environment);
+//! tests/embed_preload_imports.rs checks the list.
 
+// `cargo clippy --all-targets` checks a test build of the library, which
+// links the test harness (and `std`, with its own panic handler).
+#![cfg_attr(not(test), no_std)]
+
+use core::ffi::{c_char, c_int, c_void};
 use emma::InstanceExt;
-use std::ffi::{c_char, c_int, c_void};
 
 pub mod cxx;
 pub mod glibc;
@@ -39,6 +48,9 @@ emma::emma_instance!(
     c_errno = set_errno
 );
 
+// `-lc`: a `no_std` crate links no C library by itself, and the library
+// should name the one it calls (DT_NEEDED libc.so.6, versioned symbols).
+#[link(name = "c")]
 unsafe extern "C" {
     /// glibc's (and musl's) address of the calling thread's `errno`.
     fn __errno_location() -> *mut c_int;
@@ -89,3 +101,33 @@ extern "C" fn on_exit() {
 #[used]
 #[unsafe(link_section = ".fini_array")]
 static ON_EXIT: extern "C" fn() = on_exit;
+
+/// A panic (a bug in emma or in this library) ends the process as
+/// `panic = "abort"` did with `std`: a message on stderr, then SIGABRT.
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    use core::fmt::Write;
+    let mut l = report::Line::new();
+    // `info` reads "panicked at <file>:<line>:<col>:\n<message>".
+    let _ = writeln!(l, "emma: {info}");
+    l.write_to(2);
+    report::abort()
+}
+
+// Never called (nothing unwinds), but named by the unwinding tables of the
+// precompiled `core`: see examples/plugin_nostd/lib.rs. `.hidden`, so they
+// cannot interpose on the host's unwinder.
+#[cfg(not(test))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, @function",
+    "rust_eh_personality:",
+    "    ud2",
+    ".globl _Unwind_Resume",
+    ".hidden _Unwind_Resume",
+    ".type _Unwind_Resume, @function",
+    "_Unwind_Resume:",
+    "    ud2",
+);

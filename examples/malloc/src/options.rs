@@ -14,12 +14,12 @@
 
 use crate::report::Line;
 use crate::Malloc;
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, CStr};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
 use emma::{InstanceExt, Purge};
-use std::cell::UnsafeCell;
-use std::ffi::{c_char, CStr};
-use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// Longest `EMMA_STATS_FILE` value kept (bytes).
 pub const PATH_MAX: usize = 255;
@@ -224,7 +224,7 @@ pub fn parse_size(v: &[u8], suffix: bool) -> Option<usize> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = std::str::from_utf8(digits).ok()?.parse::<usize>().ok()?;
+    let n = core::str::from_utf8(digits).ok()?.parse::<usize>().ok()?;
     n.checked_mul(1 << shift)
 }
 
@@ -270,8 +270,8 @@ static SAVED_READY: AtomicBool = AtomicBool::new(false);
 /// Bytes shown as text (lossy), without allocating.
 pub(crate) struct Bytes<'a>(pub &'a [u8]);
 
-impl std::fmt::Display for Bytes<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl core::fmt::Display for Bytes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         for chunk in self.0.utf8_chunks() {
             f.write_str(chunk.valid())?;
             if !chunk.invalid().is_empty() {

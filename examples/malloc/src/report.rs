@@ -11,8 +11,8 @@
 
 use crate::options::{self, Bytes};
 use crate::Malloc;
+use core::fmt::{self, Write};
 use emma::{InstanceExt, Stats};
-use std::fmt::{self, Write};
 use syscalls::{syscall, Sysno};
 
 /// Bytes one line may hold (longer output is cut).
@@ -179,5 +179,5 @@ pub fn abort() -> ! {
     }
     // Blocked or handled and returned: end with an invalid instruction.
     // SAFETY: `ud2` raises SIGILL, which ends the process.
-    unsafe { std::arch::asm!("ud2", options(noreturn)) }
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
