@@ -6,8 +6,8 @@ use super::{alloc_huge, alloc_plain, block_meta, free_unchecked, heap_for_slow, 
 use crate::check;
 use crate::harden;
 use crate::heap::{quarantine, Heap, SMALL_SIZE_MAX};
-use crate::keys;
-use crate::segment::{is_small, segment_of, SLICE_SIZE};
+use crate::keys::{self, Keys};
+use crate::segment::{checks, is_small, segment_of, Kind, Segment, SLICE_SIZE};
 use crate::size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
 use crate::thread;
 use core::ptr;
@@ -20,9 +20,11 @@ use core::sync::atomic::Ordering;
 /// `h` is the empty heap or a heap of an instance (what a slot holds).
 #[inline]
 unsafe fn own_heap(h: *mut Heap) -> bool {
+    // The empty heap needs no test of its own: its owner is never set, and
+    // a thread pointer is never 0.
     // SAFETY: per contract; heaps outlive their instance's blocks.
-    !Heap::is_empty_heap(h)
-        && unsafe { (*h).owner.tp.load(Ordering::Relaxed) } == thread::thread_pointer()
+    let tp = unsafe { (*h).owner.tp.load(Ordering::Relaxed) };
+    tp == thread::thread_pointer()
 }
 
 /// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
@@ -92,22 +94,89 @@ fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *m
     p
 }
 
-/// `hardened` free: the end canary is checked, a small block is filled
-/// with junk and waits in the calling thread's quarantine.
+/// `hardened` `free` and `dealloc`: the pointer checks of
+/// [`crate::check`], then [`free_checked`]'s work. One function for both,
+/// so the segment's kind is loaded once and the checks' verdict picks the
+/// path; a small block's is inline.
 ///
 /// # Safety
-/// As for [`release`].
+/// `p` is a pointer the caller no longer uses (checked: anything else
+/// aborts); `layout` as for [`check::on_dealloc_kind`].
 #[inline(never)]
-pub(super) unsafe fn free_hardened<I: Instance>(p: *mut u8) {
+pub(super) unsafe fn free_hardened<I: Instance>(p: *mut u8, layout: Option<(usize, usize)>) {
+    let kind = check::on_dealloc_kind(I::state(), p, layout);
+    // SAFETY: the checks found a live block of ours, now marked free; a
+    // zero-size block is freed already.
+    unsafe {
+        if kind == Kind::Small {
+            free_small::<I>(p);
+        } else if kind == Kind::Huge {
+            free_checked::<I>(p);
+        }
+    }
+}
+
+/// `hardened` free of a checked block: the end canary is checked, a small
+/// block is filled with junk and waits in the calling thread's quarantine.
+///
+/// # Safety
+/// As for [`super::release`].
+#[inline(never)]
+pub(super) unsafe fn free_checked<I: Instance>(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
+        if is_small(segment_of(p)) {
+            return free_small::<I>(p);
+        }
         let (raw, keys) = block_meta(p);
         harden::canary::requested(p, raw, keys);
-        if !is_small(segment_of(p)) {
-            return free_unchecked::<I>(p);
+        free_unchecked::<I>(p);
+    }
+}
+
+/// [`free_checked`] of a small block: canary, junk, quarantine. Blocks
+/// whose junk takes a `memset` go out of line, so that this path calls
+/// nothing but tail calls and saves no registers.
+///
+/// # Safety
+/// As for [`super::release`], and `p` is small.
+#[inline(always)]
+unsafe fn free_small<I: Instance>(p: *mut u8) {
+    // SAFETY: forwarded contract: the page of a live small block.
+    unsafe {
+        let page = Segment::page_of(segment_of(p).cast(), p);
+        let raw = (*page).block_size as usize;
+        harden::canary::requested(p, raw, (*page).keys);
+        if raw > checks::SEAL_INLINE_MAX {
+            return free_small_long::<I>(p, raw);
         }
+        junk_and_quarantine::<I>(p, raw);
+    }
+}
+
+/// [`free_small`] of a block whose junk fill calls `memset`.
+///
+/// # Safety
+/// As for [`junk_and_quarantine`].
+#[inline(never)]
+unsafe fn free_small_long<I: Instance>(p: *mut u8, raw: usize) {
+    // SAFETY: forwarded contract.
+    unsafe { junk_and_quarantine::<I>(p, raw) }
+}
+
+/// Fills freed small block `p` of `raw` bytes with junk and puts it in
+/// the calling thread's quarantine, releasing the oldest block there (or
+/// releases `p` at once if it is too large or the thread has no heap).
+///
+/// # Safety
+/// `p` is a small block of instance `I`, checked and marked free, its
+/// canary checked, not used after the call.
+#[inline(always)]
+unsafe fn junk_and_quarantine<I: Instance>(p: *mut u8, raw: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
         p.cast::<usize>().write(keys::JUNK_WORD);
-        crate::segment::checks::seal_freed(p, raw, keys);
+        checks::seal_freed(p, raw, Keys::default());
         let h = I::heap();
         if raw > quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);

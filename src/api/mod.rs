@@ -19,7 +19,7 @@ use core::sync::atomic::Ordering;
 
 mod hardened;
 mod realloc;
-use hardened::{alloc_hardened, free_hardened};
+use hardened::{alloc_hardened, free_checked, free_hardened};
 pub use realloc::realloc;
 
 /// An emma instance: a zero-sized type minted by
@@ -285,6 +285,10 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
+    if keys::ENABLED {
+        // SAFETY: forwarded contract.
+        return unsafe { free_hardened::<I>(p, check::layout_arg(Some((size, align)))) };
+    }
     if check::on_dealloc(I::state(), p, Some((size, align))) {
         return;
     }
@@ -298,6 +302,10 @@ pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn free<I: Instance>(p: *mut u8) {
+    if keys::ENABLED {
+        // SAFETY: forwarded contract.
+        return unsafe { free_hardened::<I>(p, None) };
+    }
     if check::on_dealloc(I::state(), p, None) {
         return;
     }
@@ -305,7 +313,7 @@ pub unsafe fn free<I: Instance>(p: *mut u8) {
     unsafe { release::<I>(p) }
 }
 
-/// Frees a checked block: with `hardened` through [`free_hardened`].
+/// Frees a checked block: with `hardened` through [`free_checked`].
 ///
 /// # Safety
 /// `p` is a live block of instance `I` (already marked free by the
@@ -315,7 +323,7 @@ unsafe fn release<I: Instance>(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
         if keys::ENABLED {
-            free_hardened::<I>(p)
+            free_checked::<I>(p)
         } else {
             free_unchecked::<I>(p)
         }

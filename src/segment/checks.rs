@@ -14,6 +14,10 @@ mod imp {
         _mm_set1_epi8, _mm_set_epi64x, _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
     };
 
+    /// Blocks up to this size are junk-filled by [`seal_freed`] with
+    /// inline stores; larger ones call `memset`.
+    pub const SEAL_INLINE_MAX: usize = 4 * WINDOW;
+
     /// Bytes in each window [`junk_intact`] checks.
     const WINDOW: usize = 64;
     /// 16-byte chunks in a window.
@@ -237,6 +241,9 @@ mod imp {
 mod imp {
     use crate::keys::Keys;
     use crate::segment::{Block, Page};
+
+    /// Nothing is junk-filled without `hardened` (the value is unused).
+    pub const SEAL_INLINE_MAX: usize = 256;
 
     /// No canary without `hardened`.
     ///
