@@ -28,34 +28,35 @@ unsafe fn own_heap(h: *mut Heap) -> bool {
 }
 
 /// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
-/// size trailer; junk (or zeros with `zero`) in what the caller gets.
+/// size trailer; junk in what the caller gets.
 ///
 /// Small requests are served here from the current page, which also gives
 /// the canary its keys and block size (no second lookup); the rest, and a
-/// page with no free block, go to [`alloc_hardened_slow`].
-#[inline(never)]
-pub(super) fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
-    // `size` in 1..=SMALL_SIZE_MAX - SLACK, in one compare; zeroed
-    // requests take the slow path, so this one calls nothing and saves
-    // few registers.
-    if size.wrapping_sub(1) < SMALL_SIZE_MAX - harden::SLACK && align <= MIN_ALIGN && !zero {
+/// page with no free block, go to [`alloc_hardened_slow`] (as do zeroed
+/// requests, from `alloc_zeroed`). Inlined into `alloc_not_fast`, so the
+/// call is the caller's only one.
+#[inline(always)]
+pub(super) fn alloc_hardened<I: Instance>(size: usize, align: usize) -> *mut u8 {
+    // `size` in 1..=SMALL_SIZE_MAX - SLACK, in one compare.
+    if size.wrapping_sub(1) < SMALL_SIZE_MAX - harden::SLACK && align <= MIN_ALIGN {
         // SAFETY: `I::heap()` is the calling thread's heap or the empty
         // one; the padded size is at most `SMALL_SIZE_MAX`.
         unsafe {
             let (p, page) = Heap::alloc_small_page(I::heap(), size + harden::SLACK);
             if !p.is_null() {
-                check::on_alloc_small(p);
                 harden::canary::seal(p, size, (*page).block_size as usize, (*page).keys);
+                check::on_alloc_small(p);
                 return p;
             }
         }
     }
-    alloc_hardened_slow::<I>(size, align, zero)
+    alloc_hardened_slow::<I>(size, align, false)
 }
 
-/// [`alloc_hardened`] for what its fast path does not serve.
+/// [`alloc_hardened`] for what its fast path does not serve, and zeroed
+/// allocations (`zero`).
 #[inline(never)]
-fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
+pub(super) fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size == 0 && align <= MIN_ALIGN {
         let mut h = I::heap();
         // SAFETY: the calling thread's slot.

@@ -19,7 +19,7 @@ use core::sync::atomic::Ordering;
 
 mod hardened;
 mod realloc;
-use hardened::{alloc_hardened, free_checked, free_hardened};
+use hardened::{alloc_hardened, alloc_hardened_slow, free_checked, free_hardened};
 pub use realloc::realloc;
 
 /// An emma instance: a zero-sized type minted by
@@ -122,7 +122,7 @@ pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 #[inline(never)]
 pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if keys::ENABLED {
-        return alloc_hardened::<I>(size, align, false);
+        return alloc_hardened::<I>(size, align);
     }
     beyond_small::<I>(size, align)
 }
@@ -251,7 +251,8 @@ fn alloc_huge<I: Instance>(size: usize, align: usize) -> (*mut u8, bool) {
 #[inline]
 pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if keys::ENABLED {
-        return alloc_hardened::<I>(size, align, true);
+        // Zeroed blocks never come from the fast path (it gives junk).
+        return alloc_hardened_slow::<I>(size, align, true);
     }
     if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
         let (p, zero) = alloc_huge::<I>(size, align);
