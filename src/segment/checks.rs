@@ -127,7 +127,6 @@ mod imp {
     /// `b` is a block of `bs` bytes (16-byte aligned, a multiple of 16).
     #[inline(always)]
     unsafe fn junk_intact(b: *const u8, bs: usize, salt: usize) -> bool {
-        let span = bs.min(JUNK_SPAN);
         let j = junk16();
         // SAFETY: per contract every chunk read lies in the block.
         unsafe {
@@ -135,7 +134,9 @@ mod imp {
                 return false;
             }
             let diff = |o: *const u8| _mm_xor_si128(_mm_load_si128(o.cast()), j);
-            let acc = if span >= WINDOW {
+            let acc = if bs >= WINDOW {
+                // Computed here: the smaller blocks do not need it.
+                let span = bs.min(JUNK_SPAN);
                 // The first window past its first chunk (the word above).
                 let mut acc = window(b, _mm_setzero_si128(), j);
                 if span > WINDOW {
@@ -153,10 +154,10 @@ mod imp {
                     acc = _mm_or_si128(acc, window(mid, diff(mid), j));
                 }
                 acc
-            } else if span > 16 {
+            } else if bs > 16 {
                 // Two chunks, overlapping in a 32-byte block, rather than a
                 // loop.
-                _mm_or_si128(diff(b.add(16)), diff(b.add(span - 16)))
+                _mm_or_si128(diff(b.add(16)), diff(b.add(bs - 16)))
             } else {
                 // A 16-byte block: the word is all there is.
                 return true;
