@@ -23,6 +23,7 @@
 //! Without either feature every function here is empty and inlined away.
 
 use crate::instance::InstanceState;
+use crate::segment::Kind;
 
 /// Whether the pointer checks are compiled in.
 pub const ENABLED: bool = cfg!(any(feature = "boundary-checks", feature = "hardened"));
@@ -33,7 +34,7 @@ mod enabled {
     use crate::fatal::fatal;
     use crate::huge::HugeHeader;
     use crate::segmap::Chunk;
-    use crate::segment::{segment_of, Kind, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
+    use crate::segment::{segment_of, Segment, SegmentHeader, SEGMENT_SIZE, SLICE_SIZE};
     use crate::size_class::{class_of_aligned, MAX_CLASS_SIZE};
     use crate::sys;
     use core::sync::atomic::{AtomicU64, Ordering};
@@ -106,16 +107,24 @@ mod enabled {
     /// Returns true if it is a zero-size block (`hardened`) instead, whose
     /// liveness the caller checks with [`crate::harden::zero::check`].
     pub fn validate(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
-        check(st, p, layout, false)
+        check(st, p, layout, false) == Kind::Zero
+    }
+
+    /// `layout` if the layout checks are on, else `None`: what a caller
+    /// passes to a function that checks (a constant `None` costs the call
+    /// no registers).
+    #[inline(always)]
+    pub fn layout_arg(layout: Option<(usize, usize)>) -> Option<(usize, usize)> {
+        layout.filter(|_| LAYOUTS)
     }
 
     /// [`validate`], and if `free`, marks a small block free in the same
     /// step (one atomic update that both tests and clears its bit).
+    /// Returns the kind of `p`'s segment.
     #[inline(always)]
-    fn check(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>, free: bool) -> bool {
-        if p.is_null() {
-            fatal("null pointer freed or reallocated", p);
-        }
+    fn check(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>, free: bool) -> Kind {
+        // Null is told apart in `foreign`: its segment (`segment_of` wraps)
+        // is above the user address space, which the map never records.
         let seg = segment_of(p);
         if st.store.segmap.get(seg as usize) != Chunk::Header {
             foreign(st, p);
@@ -125,7 +134,7 @@ mod enabled {
             if (*seg).kind == Kind::Zero as u32 {
                 // Its liveness is checked by the caller, which knows
                 // whether it frees (`harden::zero::check`).
-                return true;
+                return Kind::Zero;
             }
             if (*seg).kind == Kind::Small as u32 {
                 // Only the start of a live block has its bit set: one load
@@ -168,9 +177,10 @@ mod enabled {
                         fatal("layout does not match the allocation (huge block)", p);
                     }
                 }
+                return Kind::Huge;
             }
         }
-        false
+        Kind::Small
     }
 
     /// Reports what is wrong with `p`, a pointer into small segment `seg`
@@ -255,17 +265,27 @@ mod enabled {
     /// block, which is then already freed.
     #[inline]
     pub fn on_dealloc(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> bool {
-        if check(st, p, layout, true) {
-            crate::harden::zero::check(p, true);
-            return true;
-        }
-        false
+        on_dealloc_kind(st, p, layout) == Kind::Zero
     }
 
-    /// `p` is not in any segment of `st`: tell another emma instance's block
-    /// from anything else.
+    /// [`on_dealloc`], returning the kind of `p`'s segment: a small or a
+    /// huge block, now marked free, or a zero-size block, already freed.
+    #[inline(always)]
+    pub fn on_dealloc_kind(st: &InstanceState, p: *mut u8, layout: Option<(usize, usize)>) -> Kind {
+        let kind = check(st, p, layout, true);
+        if kind == Kind::Zero {
+            crate::harden::zero::check(p, true);
+        }
+        kind
+    }
+
+    /// `p` is not in any segment of `st`: tell null and another emma
+    /// instance's block from anything else.
     #[cold]
     fn foreign(st: &InstanceState, p: *mut u8) -> ! {
+        if p.is_null() {
+            fatal("null pointer freed or reallocated", p);
+        }
         let seg = segment_of(p) as usize;
         let mut hdr = [0u8; core::mem::size_of::<SegmentHeader>()];
         if sys::read_own_memory(seg, &mut hdr).is_ok() {
@@ -323,6 +343,24 @@ mod enabled {
     #[inline(always)]
     pub fn on_dealloc(_st: &InstanceState, _p: *mut u8, _layout: Option<(usize, usize)>) -> bool {
         false
+    }
+
+    /// No layouts are checked without the checks.
+    #[inline(always)]
+    pub fn layout_arg(_layout: Option<(usize, usize)>) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Only `hardened` builds, which have the checks, call this: without
+    /// them it is never reached, and claims nothing it could not know
+    /// (the caller's path for a checked block of unknown kind).
+    #[inline(always)]
+    pub fn on_dealloc_kind(
+        _st: &InstanceState,
+        _p: *mut u8,
+        _layout: Option<(usize, usize)>,
+    ) -> Kind {
+        Kind::Huge
     }
 }
 

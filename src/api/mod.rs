@@ -7,7 +7,7 @@
 
 use crate::check;
 use crate::harden;
-use crate::heap::{quarantine, Heap, SMALL_SIZE_MAX};
+use crate::heap::{Heap, SMALL_SIZE_MAX};
 use crate::huge::{self, HugeHeader};
 use crate::instance::InstanceState;
 use crate::keys::{self, Keys};
@@ -17,7 +17,9 @@ use crate::thread;
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+mod hardened;
 mod realloc;
+use hardened::{alloc_hardened, alloc_hardened_slow, free_checked, free_hardened};
 pub use realloc::realloc;
 
 /// An emma instance: a zero-sized type minted by
@@ -87,85 +89,6 @@ pub fn alloc<I: Instance>(size: usize, align: usize) -> *mut u8 {
     alloc_not_fast::<I>(size, align)
 }
 
-/// Whether `h` (the calling thread's slot) is a real heap the calling
-/// thread owns: only then may a hardened path use its quarantine.
-///
-/// # Safety
-/// `h` is the empty heap or a heap of an instance (what a slot holds).
-#[inline]
-unsafe fn own_heap(h: *mut Heap) -> bool {
-    // SAFETY: per contract; heaps outlive their instance's blocks.
-    !Heap::is_empty_heap(h)
-        && unsafe { (*h).owner.tp.load(Ordering::Relaxed) } == thread::thread_pointer()
-}
-
-/// `hardened` allocation: [`harden::SLACK`] more bytes for the canary and
-/// size trailer; junk (or zeros with `zero`) in what the caller gets.
-///
-/// Small requests are served here from the current page, which also gives
-/// the canary its keys and block size (no second lookup); the rest, and a
-/// page with no free block, go to [`alloc_hardened_slow`].
-#[inline(never)]
-fn alloc_hardened<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
-    // `size` in 1..=SMALL_SIZE_MAX - SLACK, in one compare; zeroed
-    // requests take the slow path, so this one calls nothing and saves
-    // few registers.
-    if size.wrapping_sub(1) < SMALL_SIZE_MAX - harden::SLACK && align <= MIN_ALIGN && !zero {
-        // SAFETY: `I::heap()` is the calling thread's heap or the empty
-        // one; the padded size is at most `SMALL_SIZE_MAX`.
-        unsafe {
-            let (p, page) = Heap::alloc_small_page(I::heap(), size + harden::SLACK);
-            if !p.is_null() {
-                check::on_alloc_small(p);
-                harden::canary::seal(p, size, (*page).block_size as usize, (*page).keys);
-                return p;
-            }
-        }
-    }
-    alloc_hardened_slow::<I>(size, align, zero)
-}
-
-/// [`alloc_hardened`] for what its fast path does not serve.
-#[inline(never)]
-fn alloc_hardened_slow<I: Instance>(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if size == 0 && align <= MIN_ALIGN {
-        let mut h = I::heap();
-        // SAFETY: the calling thread's slot.
-        if !unsafe { own_heap(h) } {
-            h = heap_for_slow::<I>();
-        }
-        if !h.is_null() {
-            // SAFETY: the calling thread's own heap.
-            let p = harden::zero::alloc(I::state(), unsafe { &mut (*h).quarantine });
-            if !p.is_null() {
-                return p;
-            }
-        }
-    }
-    let padded = size.saturating_add(harden::SLACK);
-    let (p, clean) = if padded > MAX_CLASS_SIZE || align > SLICE_SIZE {
-        alloc_huge::<I>(padded, align)
-    } else {
-        (alloc_plain::<I>(padded, align), false)
-    };
-    if p.is_null() {
-        return p;
-    }
-    // SAFETY: a fresh block of at least `padded` bytes. Blocks come
-    // junk-filled (their first `JUNK_SPAN` bytes) from their page; a huge
-    // block gets the same, fresh (zeros are not junk) or reused.
-    unsafe {
-        let (raw, keys) = block_meta(p);
-        if zero && !clean {
-            ptr::write_bytes(p, 0, size);
-        } else if !zero && !is_small(segment_of(p)) {
-            ptr::write_bytes(p, keys::JUNK, size.min(keys::JUNK_SPAN));
-        }
-        harden::canary::seal(p, size, raw, keys);
-    }
-    p
-}
-
 /// The allocation proper (no hardening).
 ///
 /// Fast path for small sizes: the TLS load and [`Heap::alloc_small`]'s
@@ -199,7 +122,7 @@ pub fn alloc_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
 #[inline(never)]
 pub fn alloc_not_fast<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if keys::ENABLED {
-        return alloc_hardened::<I>(size, align, false);
+        return alloc_hardened::<I>(size, align);
     }
     beyond_small::<I>(size, align)
 }
@@ -328,7 +251,8 @@ fn alloc_huge<I: Instance>(size: usize, align: usize) -> (*mut u8, bool) {
 #[inline]
 pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
     if keys::ENABLED {
-        return alloc_hardened::<I>(size, align, true);
+        // Zeroed blocks never come from the fast path (it gives junk).
+        return alloc_hardened_slow::<I>(size, align, true);
     }
     if size > MAX_CLASS_SIZE || align > SLICE_SIZE {
         let (p, zero) = alloc_huge::<I>(size, align);
@@ -362,6 +286,10 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
+    if keys::ENABLED {
+        // SAFETY: forwarded contract.
+        return unsafe { free_hardened::<I>(p, check::layout_arg(Some((size, align)))) };
+    }
     if check::on_dealloc(I::state(), p, Some((size, align))) {
         return;
     }
@@ -375,6 +303,10 @@ pub unsafe fn dealloc<I: Instance>(p: *mut u8, size: usize, align: usize) {
 /// `p` is a live block of instance `I`, not used after the call.
 #[inline(always)]
 pub unsafe fn free<I: Instance>(p: *mut u8) {
+    if keys::ENABLED {
+        // SAFETY: forwarded contract.
+        return unsafe { free_hardened::<I>(p, None) };
+    }
     if check::on_dealloc(I::state(), p, None) {
         return;
     }
@@ -382,7 +314,7 @@ pub unsafe fn free<I: Instance>(p: *mut u8) {
     unsafe { release::<I>(p) }
 }
 
-/// Frees a checked block: with `hardened` through [`free_hardened`].
+/// Frees a checked block: with `hardened` through [`free_checked`].
 ///
 /// # Safety
 /// `p` is a live block of instance `I` (already marked free by the
@@ -392,36 +324,9 @@ unsafe fn release<I: Instance>(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
         if keys::ENABLED {
-            free_hardened::<I>(p)
+            free_checked::<I>(p)
         } else {
             free_unchecked::<I>(p)
-        }
-    }
-}
-
-/// `hardened` free: the end canary is checked, a small block is filled
-/// with junk and waits in the calling thread's quarantine.
-///
-/// # Safety
-/// As for [`release`].
-#[inline(never)]
-unsafe fn free_hardened<I: Instance>(p: *mut u8) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        let (raw, keys) = block_meta(p);
-        harden::canary::requested(p, raw, keys);
-        if !is_small(segment_of(p)) {
-            return free_unchecked::<I>(p);
-        }
-        p.cast::<usize>().write(keys::JUNK_WORD);
-        crate::segment::checks::seal_freed(p, raw, keys);
-        let h = I::heap();
-        if raw > quarantine::BLOCK_MAX || !own_heap(h) {
-            return free_unchecked::<I>(p);
-        }
-        let q = quarantine::admit(h, p);
-        if !q.is_null() {
-            Heap::free_block(h, q);
         }
     }
 }

@@ -70,14 +70,17 @@ pub unsafe fn requested(p: *mut u8, raw: usize, keys: Keys) -> usize {
     let end = raw - TRAILER;
     // SAFETY: per contract the trailer lies in the block (`raw >= SLACK`).
     let slack = unsafe { p.add(end).cast::<u32>().read_unaligned() } ^ (secret >> 32) as u32;
-    let slack = slack as usize;
-    if slack < CANARY + TRAILER || slack > raw {
+    // `CANARY + TRAILER <= slack <= raw` in one compare: below the
+    // minimum, `over` wraps to a huge value. (`raw >= SLACK`: no wrap.)
+    let over = (slack as usize).wrapping_sub(CANARY + TRAILER);
+    let room = raw - (CANARY + TRAILER);
+    if over > room {
         corrupted(
             "heap overflow: the size trailer at the end of a block was overwritten",
             p,
         );
     }
-    let n = raw - slack;
+    let n = room - over;
     // SAFETY: `n + CANARY <= end < raw`: the canary lies inside the block.
     let intact = unsafe { p.add(n).cast::<u64>().read_unaligned() } == canary_word(secret);
     if !intact {

@@ -17,6 +17,8 @@ use core::ptr;
 
 /// Blocks in the ring.
 const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
+// The ring's index wraps with a mask.
+const _: () = assert!(SLOTS == 0 || SLOTS.is_power_of_two());
 /// Larger blocks skip the quarantine (32 of them would hold too much).
 pub const BLOCK_MAX: usize = 16 << 10;
 
@@ -81,7 +83,7 @@ pub unsafe fn admit(h: *mut Heap, p: *mut u8) -> *mut u8 {
         let i = q.next;
         let old = *q.slots.get_unchecked(i);
         *q.slots.get_unchecked_mut(i) = p;
-        q.next = if i + 1 == SLOTS { 0 } else { i + 1 };
+        q.next = (i + 1) & SLOTS.wrapping_sub(1);
         old
     }
 }

@@ -10,9 +10,13 @@ mod imp {
     use crate::segment::{Block, Page, SEGMENT_SIZE};
 
     use core::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_set_epi64x, _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
+        __m128i, _mm_cmpeq_epi8, _mm_load_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_setzero_si128, _mm_store_si128, _mm_xor_si128,
     };
+
+    /// Blocks up to this size are junk-filled by [`seal_freed`] with
+    /// inline stores; larger ones call `memset`.
+    pub const SEAL_INLINE_MAX: usize = 4 * WINDOW;
 
     /// Bytes in each window [`junk_intact`] checks.
     const WINDOW: usize = 64;
@@ -88,23 +92,6 @@ mod imp {
         unsafe { b.add(8).cast::<usize>().write(JUNK_WORD) };
     }
 
-    /// `chunk ^ junk` for the block's first chunk, whose first 8 bytes (the
-    /// link, still in place) count as junk. The link is overwritten only
-    /// after this load: a 16-byte load right after an 8-byte store to the
-    /// same address cannot take its data from the store buffer and stalls
-    /// until the store completes (it was a third of the hardened pair's time).
-    ///
-    /// # Safety
-    /// `b` is 16-byte aligned, with 16 readable bytes.
-    #[inline(always)]
-    unsafe fn head(b: *const u8, j: __m128i) -> __m128i {
-        // SAFETY: per contract; SSE2 is part of the x86_64 baseline.
-        unsafe {
-            let past_link = _mm_set_epi64x(-1, 0);
-            _mm_and_si128(_mm_xor_si128(_mm_load_si128(b.cast()), j), past_link)
-        }
-    }
-
     /// The OR of `chunk ^ junk` over the [`CHUNKS`] chunks at `p`, the first
     /// one being `first`.
     ///
@@ -129,24 +116,33 @@ mod imp {
     /// an offset drawn from `salt` (which changes from one reuse of the
     /// block to the next).
     ///
+    /// The word after the link is compared on its own, as a word: the
+    /// 16-byte chunk it shares with the link would need the link masked
+    /// out, and its load would wait for the link's store to complete (an
+    /// 8-byte store cannot forward to a 16-byte load; that stall was once a
+    /// third of the hardened pair's time). The vector compares start at
+    /// byte 16.
+    ///
     /// # Safety
     /// `b` is a block of `bs` bytes (16-byte aligned, a multiple of 16).
     #[inline(always)]
     unsafe fn junk_intact(b: *const u8, bs: usize, salt: usize) -> bool {
-        let span = bs.min(JUNK_SPAN);
         let j = junk16();
-        // SAFETY: per contract every window lies in the block.
+        // SAFETY: per contract every chunk read lies in the block.
         unsafe {
-            let acc = if span >= WINDOW {
-                let h = head(b, j);
-                let tail = b.add(span - WINDOW);
-                // The tail window is the first one in a 64-byte block.
-                let tail0 = if span > WINDOW {
-                    _mm_xor_si128(_mm_load_si128(tail.cast()), j)
-                } else {
-                    h
-                };
-                let mut acc = _mm_or_si128(window(b, h, j), window(tail, tail0, j));
+            if b.add(8).cast::<usize>().read() != JUNK_WORD {
+                return false;
+            }
+            let diff = |o: *const u8| _mm_xor_si128(_mm_load_si128(o.cast()), j);
+            let acc = if bs >= WINDOW {
+                // Computed here: the smaller blocks do not need it.
+                let span = bs.min(JUNK_SPAN);
+                // The first window past its first chunk (the word above).
+                let mut acc = window(b, _mm_setzero_si128(), j);
+                if span > WINDOW {
+                    let tail = b.add(span - WINDOW);
+                    acc = _mm_or_si128(acc, window(tail, diff(tail), j));
+                }
                 if span > 2 * WINDOW {
                     // A window among the `positions` 16-byte aligned ones
                     // between the first and the last.
@@ -155,20 +151,16 @@ mod imp {
                     let r = (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32 as usize;
                     let at = WINDOW + 16 * ((r * positions) >> 32);
                     let mid = b.add(at);
-                    let mid0 = _mm_xor_si128(_mm_load_si128(mid.cast()), j);
-                    acc = _mm_or_si128(acc, window(mid, mid0, j));
+                    acc = _mm_or_si128(acc, window(mid, diff(mid), j));
                 }
                 acc
+            } else if bs > 16 {
+                // Two chunks, overlapping in a 32-byte block, rather than a
+                // loop.
+                _mm_or_si128(diff(b.add(16)), diff(b.add(bs - 16)))
             } else {
-                // Up to three chunks, read overlapping rather than in a loop
-                // (the head alone for a 16-byte block).
-                let diff = |o: usize| _mm_xor_si128(_mm_load_si128(b.add(o).cast()), j);
-                let h = head(b, j);
-                if span == 16 {
-                    h
-                } else {
-                    _mm_or_si128(_mm_or_si128(h, diff(16)), diff(span - 16))
-                }
+                // A 16-byte block: the word is all there is.
+                return true;
             };
             _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
         }
@@ -188,10 +180,12 @@ mod imp {
     /// `next` its decoded link.
     #[inline]
     pub unsafe fn check_link(_page: *mut Page, b: *mut Block, next: *mut Block) {
-        let n = next as usize;
-        if !next.is_null()
-            && ((n ^ b as usize) >= SEGMENT_SIZE || !n.is_multiple_of(crate::size_class::MIN_ALIGN))
-        {
+        // Both conditions in one test: `b` is 16-byte aligned (a block
+        // start), so the low bits of `next ^ b` are those of `next`, and
+        // the bits above the segment offset are zero only in `b`'s segment.
+        const OUTSIDE: usize = !(SEGMENT_SIZE - 1) | (crate::size_class::MIN_ALIGN - 1);
+        debug_assert!((b as usize).is_multiple_of(crate::size_class::MIN_ALIGN));
+        if !next.is_null() && (next as usize ^ b as usize) & OUTSIDE != 0 {
             corrupted(
                 "heap corruption: free list overwritten (use after free or overflow)",
                 b.cast(),
@@ -237,6 +231,9 @@ mod imp {
 mod imp {
     use crate::keys::Keys;
     use crate::segment::{Block, Page};
+
+    /// Nothing is junk-filled without `hardened` (the value is unused).
+    pub const SEAL_INLINE_MAX: usize = 256;
 
     /// No canary without `hardened`.
     ///
