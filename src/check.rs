@@ -138,18 +138,22 @@ mod enabled {
             }
             if (*seg).kind == Kind::Small as u32 {
                 // Only the start of a live block has its bit set: one load
-                // proves the pointer good; the rest is diagnosis.
-                let live = (p as usize) - (seg as usize) >= SLICE_SIZE
-                    && (p as usize).is_multiple_of(GRANULE)
-                    && {
-                        let (w, m) = bit(p);
-                        let old = if free {
-                            w.fetch_and(!m, Ordering::Relaxed)
-                        } else {
-                            w.load(Ordering::Relaxed)
-                        };
-                        old & m != 0
+                // proves the pointer good; the rest is diagnosis. The
+                // offset must lie past the metadata slice. It is taken
+                // modulo the segment size, not from `seg`: a pointer at the
+                // segment's end (the next 4 MiB boundary) is taken for this
+                // segment's too (`segment_of` rounds `p - 1`), its bit
+                // would lie past the bitmap, and its offset so is 0.
+                let offset = (p as usize) & (SEGMENT_SIZE - 1);
+                let live = offset >= SLICE_SIZE && (p as usize).is_multiple_of(GRANULE) && {
+                    let (w, m) = bit(p);
+                    let old = if free {
+                        w.fetch_and(!m, Ordering::Relaxed)
+                    } else {
+                        w.load(Ordering::Relaxed)
                     };
+                    old & m != 0
+                };
                 if !live {
                     not_live(seg.cast(), p);
                 }
@@ -187,11 +191,17 @@ mod enabled {
     /// that is not the start of a live block.
     ///
     /// # Safety
-    /// `seg` is a mapped small segment of the instance and `p` lies in it.
+    /// `seg` is a mapped small segment of the instance and `p` lies in it
+    /// or at its end.
     #[cold]
     unsafe fn not_live(seg: *mut Segment, p: *mut u8) -> ! {
-        if (p as usize) - (seg as usize) < SLICE_SIZE {
+        let offset = (p as usize) - (seg as usize);
+        if offset < SLICE_SIZE {
             fatal("pointer into segment metadata: not a block", p);
+        }
+        if offset >= SEGMENT_SIZE {
+            // The segment's end: no block of ours starts there.
+            fatal(FOREIGN, p);
         }
         // SAFETY: per contract, past the metadata slice.
         let page = unsafe { &*Segment::page_of(seg, p) };
@@ -300,8 +310,11 @@ mod enabled {
                 fatal("wrong instance: block belongs to another emma instance", p);
             }
         }
-        fatal("foreign pointer: not allocated by this emma instance", p)
+        fatal(FOREIGN, p)
     }
+
+    /// What a pointer emma did not hand out is reported as.
+    const FOREIGN: &str = "foreign pointer: not allocated by this emma instance";
 }
 
 #[cfg(not(any(feature = "boundary-checks", feature = "hardened")))]

@@ -52,6 +52,13 @@ fn misuse(case: &str) {
                 let p = Checked.alloc(h);
                 Checked.dealloc(p.add(4096), h);
             }
+            "segment-end" => {
+                // The first address past a segment of small blocks: the
+                // segment's own bookkeeping must not be consulted for it.
+                let p = Checked.alloc(l) as usize;
+                let end = (p & !((4 << 20) - 1)) + (4 << 20);
+                Checked.dealloc(end as *mut u8, l);
+            }
             "stack" => {
                 let mut x = [0u8; 64];
                 Checked.dealloc(x.as_mut_ptr(), l);
@@ -151,6 +158,7 @@ fn interior_pointers_are_caught() {
 fn foreign_pointers_are_caught() {
     expect_abort("foreign_pointers_are_caught", "stack", FOREIGN);
     expect_abort("foreign_pointers_are_caught", "glibc", FOREIGN);
+    expect_abort("foreign_pointers_are_caught", "segment-end", FOREIGN);
 }
 
 #[test]
