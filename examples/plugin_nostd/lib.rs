@@ -53,25 +53,10 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }
 
-// `core` and `alloc` come precompiled with `panic = "unwind"`, so a few of
-// their functions carry unwinding tables naming `rust_eh_personality` and
-// calls to `_Unwind_Resume` on cleanup paths. Nothing in this library ever
-// unwinds (the panic handler above stops the process), so neither is ever
-// called; these stubs satisfy the linker without importing an unwinder.
-// They are `.hidden`: defined for the link, not exported (a `#[no_mangle]`
-// function would be exported and could interpose on the host's unwinder).
-core::arch::global_asm!(
-    ".globl rust_eh_personality",
-    ".hidden rust_eh_personality",
-    ".type rust_eh_personality, @function",
-    "rust_eh_personality:",
-    "    ud2",
-    ".globl _Unwind_Resume",
-    ".hidden _Unwind_Resume",
-    ".type _Unwind_Resume, @function",
-    "_Unwind_Resume:",
-    "    ud2",
-);
+// The unwinder names `core` and `alloc` refer to, as hidden stubs: nothing
+// here unwinds (the panic handler above stops the process).
+#[path = "../nostd/unwind_stubs.rs"]
+mod unwind_stubs;
 
 /// A minimal spin lock around the blocks `plugin_keep` hands out.
 struct Kept {

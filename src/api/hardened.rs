@@ -6,7 +6,7 @@ use super::{alloc_huge, alloc_plain, block_meta, free_unchecked, heap_for_slow, 
 use crate::check;
 use crate::harden;
 use crate::heap::{quarantine, Heap, SMALL_SIZE_MAX};
-use crate::keys::{self, Keys};
+use crate::keys;
 use crate::segment::{checks, is_small, segment_of, Kind, Segment, SLICE_SIZE};
 use crate::size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
 use crate::thread;
@@ -112,7 +112,7 @@ pub(super) unsafe fn free_hardened<I: Instance>(p: *mut u8, layout: Option<(usiz
         if kind == Kind::Small {
             free_small::<I>(p);
         } else if kind == Kind::Huge {
-            free_checked::<I>(p);
+            free_huge::<I>(p);
         }
     }
 }
@@ -127,8 +127,21 @@ pub(super) unsafe fn free_checked<I: Instance>(p: *mut u8) {
     // SAFETY: forwarded contract.
     unsafe {
         if is_small(segment_of(p)) {
-            return free_small::<I>(p);
+            free_small::<I>(p)
+        } else {
+            free_huge::<I>(p)
         }
+    }
+}
+
+/// [`free_checked`] of a huge block: its canary, then the free.
+///
+/// # Safety
+/// As for [`super::release`], and `p` is huge.
+#[inline(always)]
+unsafe fn free_huge<I: Instance>(p: *mut u8) {
+    // SAFETY: forwarded contract.
+    unsafe {
         let (raw, keys) = block_meta(p);
         harden::canary::requested(p, raw, keys);
         free_unchecked::<I>(p);
@@ -177,7 +190,7 @@ unsafe fn junk_and_quarantine<I: Instance>(p: *mut u8, raw: usize) {
     // SAFETY: forwarded contract.
     unsafe {
         p.cast::<usize>().write(keys::JUNK_WORD);
-        checks::seal_freed(p, raw, Keys::default());
+        checks::seal_freed(p, raw);
         let h = I::heap();
         if raw > quarantine::BLOCK_MAX || !own_heap(h) {
             return free_unchecked::<I>(p);

@@ -22,22 +22,17 @@ use crate::sys::{self, PAGE_SIZE};
 /// kernel refuses the protection.
 pub(super) fn quarantine(store: &SegmentStore, mut s: Span) {
     let body = s.len - PAGE_SIZE;
-    let addr = (s.base + PAGE_SIZE) as *mut u8;
+    // SAFETY: inside a mapping of ours, so not 0.
+    let addr = unsafe { nonnull(s.base + PAGE_SIZE) };
     // SAFETY: the span is free and ours; the header page is left alone.
-    let emptied = unsafe {
-        os::purge(
-            nonnull(s.base + PAGE_SIZE),
-            body,
-            crate::os::Purge::DontNeed,
-        )
-    };
+    let emptied = unsafe { os::purge(addr, body, crate::os::Purge::DontNeed) };
     if emptied == Purged::Zeroed {
         // (Nothing left to count if its pages moved on: `keep_pages`.)
         store.decommit(s.committed.saturating_sub(PAGE_SIZE));
         s.committed = s.committed.min(PAGE_SIZE);
     }
     // SAFETY: as above; nothing may use the body from now on.
-    if unsafe { sys::mprotect_none(addr, body) }.is_err() {
+    if unsafe { sys::mprotect_none(addr.as_ptr(), body) }.is_err() {
         store.release_span(s);
         return;
     }

@@ -6,7 +6,7 @@
 
 #[cfg(feature = "hardened")]
 mod imp {
-    use crate::keys::{corrupted, Keys, JUNK, JUNK_SPAN, JUNK_WORD};
+    use crate::keys::{corrupted, JUNK, JUNK_SPAN, JUNK_WORD};
     use crate::segment::{Block, Page, SEGMENT_SIZE};
 
     use core::arch::x86_64::{
@@ -39,7 +39,7 @@ mod imp {
     /// `b` is a free block of `bs` bytes (16-byte aligned, a multiple of
     /// 16) owned by the caller.
     #[inline]
-    pub unsafe fn seal_freed(b: *mut u8, bs: usize, _keys: Keys) {
+    pub unsafe fn seal_freed(b: *mut u8, bs: usize) {
         let span = bs.min(JUNK_SPAN);
         let j = junk16();
         // SAFETY: per contract every byte written lies in the block and
@@ -229,18 +229,17 @@ mod imp {
 
 #[cfg(not(feature = "hardened"))]
 mod imp {
-    use crate::keys::Keys;
     use crate::segment::{Block, Page};
 
     /// Nothing is junk-filled without `hardened` (the value is unused).
     pub const SEAL_INLINE_MAX: usize = 256;
 
-    /// No canary without `hardened`.
+    /// No junk without `hardened`.
     ///
     /// # Safety
     /// None needed.
     #[inline(always)]
-    pub unsafe fn seal_freed(_b: *mut u8, _bs: usize, _keys: Keys) {}
+    pub unsafe fn seal_freed(_b: *mut u8, _bs: usize) {}
 
     /// No junk without `hardened`.
     ///

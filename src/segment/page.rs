@@ -215,11 +215,11 @@ impl Page {
             for _ in 1..n {
                 let next = b.add(bs);
                 Block::set_next(b.cast(), next.cast(), keys);
-                checks::seal_freed(b, bs, keys);
+                checks::seal_freed(b, bs);
                 b = next;
             }
             Block::set_next(b.cast(), ptr::null_mut(), keys);
-            checks::seal_freed(b, bs, keys);
+            checks::seal_freed(b, bs);
             self.free = first.cast();
         }
         self.capacity += n as u16;

@@ -47,7 +47,7 @@ use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::arch::{asm, global_asm, naked_asm};
+use core::arch::{asm, naked_asm};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 use emma::InstanceExt;
@@ -257,20 +257,10 @@ pub unsafe extern "C" fn strlen(s: *const u8) -> usize {
     end as usize - s as usize - 1
 }
 
-// `core` and `alloc` come precompiled with `panic = "unwind"`: some of
-// their functions carry unwind tables naming `rust_eh_personality` and
-// cleanup paths calling `_Unwind_Resume`. Nothing here ever unwinds (the
-// panic handler exits), so these stubs only satisfy the linker.
-global_asm!(
-    ".globl rust_eh_personality",
-    ".hidden rust_eh_personality",
-    "rust_eh_personality:",
-    "    ud2",
-    ".globl _Unwind_Resume",
-    ".hidden _Unwind_Resume",
-    "_Unwind_Resume:",
-    "    ud2",
-);
+// The unwinder names `core` and `alloc` refer to, as hidden stubs: nothing
+// here unwinds (the panic handler exits).
+#[path = "../../nostd/unwind_stubs.rs"]
+mod unwind_stubs;
 
 // ---- the thread pointer and threads ---------------------------------------
 

@@ -115,19 +115,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     report::abort()
 }
 
-// Never called (nothing unwinds), but named by the unwinding tables of the
-// precompiled `core`: see examples/plugin_nostd/lib.rs. `.hidden`, so they
-// cannot interpose on the host's unwinder.
+// The unwinder names `core` refers to, as hidden stubs (nothing unwinds).
 #[cfg(not(test))]
-core::arch::global_asm!(
-    ".globl rust_eh_personality",
-    ".hidden rust_eh_personality",
-    ".type rust_eh_personality, @function",
-    "rust_eh_personality:",
-    "    ud2",
-    ".globl _Unwind_Resume",
-    ".hidden _Unwind_Resume",
-    ".type _Unwind_Resume, @function",
-    "_Unwind_Resume:",
-    "    ud2",
-);
+#[path = "../../nostd/unwind_stubs.rs"]
+mod unwind_stubs;
