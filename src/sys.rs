@@ -25,6 +25,8 @@ const PROT_READ_WRITE: usize = 0x1 | 0x2;
 const MAP_PRIVATE: usize = 0x02;
 const MAP_ANONYMOUS: usize = 0x20;
 const MAP_NORESERVE: usize = 0x4000;
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
 const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
 #[cfg_attr(not(feature = "hardened"), allow(dead_code))]
@@ -73,6 +75,35 @@ pub fn mmap_anon(len: usize) -> Result<NonNull<u8>, Errno> {
         )
     }?;
     NonNull::new(addr as *mut u8).ok_or(Errno::ENOMEM)
+}
+
+/// [`mmap_anon`] at `addr` exactly, if nothing is mapped in
+/// `[addr, addr + len)` (`MAP_FIXED_NOREPLACE`; `EEXIST` if something
+/// is). A kernel older than 4.17 takes the address as a hint and may map
+/// elsewhere: that mapping is undone and `EEXIST` returned as well.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub fn mmap_anon_at(addr: usize, len: usize) -> Result<NonNull<u8>, Errno> {
+    // SAFETY: NOREPLACE never touches an existing mapping.
+    let got = unsafe {
+        syscall!(
+            Sysno::mmap,
+            addr,
+            len,
+            PROT_READ_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE,
+            usize::MAX,
+            0usize
+        )
+    }?;
+    let Some(p) = NonNull::new(got as *mut u8) else {
+        return Err(Errno::ENOMEM);
+    };
+    if got != addr {
+        // SAFETY: the mapping just made, seen by nobody.
+        let _ = unsafe { munmap(p, len) };
+        return Err(Errno::EEXIST);
+    }
+    Ok(p)
 }
 
 /// Maps `len` bytes of inaccessible address space (a reservation).

@@ -59,6 +59,13 @@ pub fn mmap_anon(len: usize) -> Result<NonNull<u8>, Errno> {
     map(len)
 }
 
+/// Refused: Miri cannot place a mapping (callers fall back to
+/// [`mmap_anon`]).
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub fn mmap_anon_at(_: usize, _: usize) -> Result<NonNull<u8>, Errno> {
+    Err(Errno::EEXIST)
+}
+
 /// See `sys.rs` (here the reservation is accessible).
 pub fn mmap_reserve(len: usize) -> Result<NonNull<u8>, Errno> {
     map(len)

@@ -3,7 +3,8 @@
 //! blocks and coalesced again, grown into by a block that `realloc` grows, purged after the purge delay and bounded;
 //! the statistics stay exact through all of it. With `hardened`, freed
 //! spans are never reused (quarantine) and the quarantine stays bounded in
-//! mappings.
+//! mappings, while their pages are reused at new addresses, where the
+//! pages of several freed blocks come together for a larger one.
 //!
 //! Each test uses an instance of its own, so tests running in parallel do
 //! not see each other's spans.
@@ -271,6 +272,7 @@ mod quarantine {
 
     emma::emma_instance!(Quarantined);
     emma::emma_instance!(Moved);
+    emma::emma_instance!(Gathered);
 
     /// Held by each test here: the first counts the process's mappings,
     /// which the other's would disturb.
@@ -353,6 +355,37 @@ mod quarantine {
             "the quarantine piles up mappings: {maps_full} when full, {} now",
             process_mappings()
         );
+    }
+
+    /// The pages of freed blocks are kept side by side, so that a block
+    /// larger than any of them reuses them together: two blocks of just
+    /// under 8 MiB (one 8 MiB mapping each) freed, then one of 15 MiB
+    /// written whole takes few page faults (kept each at an address of its
+    /// own, the pages of either block are too few for it: 3840 faults).
+    #[test]
+    fn pages_of_several_freed_blocks_serve_a_larger_one() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| unsafe {
+            let small = layout(8 * MIB - 64 * 1024);
+            let a = Gathered.alloc(small);
+            let b = Gathered.alloc(small);
+            assert!(!a.is_null() && !b.is_null());
+            touch(a, small.size(), 1);
+            touch(b, small.size(), 2);
+            Gathered.dealloc(a, small);
+            Gathered.dealloc(b, small);
+            let big = layout(15 * MIB);
+            let faults = thread_faults();
+            let c = Gathered.alloc(big);
+            assert!(!c.is_null());
+            touch(c, big.size(), 3);
+            let faulted = thread_faults() - faults;
+            assert!(faulted < 128, "{faulted} page faults: pages not reused");
+            Gathered.dealloc(c, big);
+        })
+        .join()
+        .unwrap();
+        Gathered.check().unwrap();
     }
 
     /// A huge block that must move to grow (with `hardened` it never grows

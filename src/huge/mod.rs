@@ -344,7 +344,8 @@ unsafe fn free_span(store: &SegmentStore, h: *mut HugeHeader, keep: bool) {
         };
         quarantine::quarantine(store, span);
         match kept {
-            Some(k) => cache::cache_span(store, k, false),
+            // Merged with the cached span it was mapped beside, if any.
+            Some(k) => cache::cache_span(store, k, true),
             None => return,
         }
     } else {

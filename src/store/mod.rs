@@ -285,6 +285,22 @@ impl SegmentStore {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        self.record(base, len)
+    }
+
+    /// [`SegmentStore::map`] at `addr` (segment aligned), if nothing is
+    /// mapped there: `None` otherwise, or if the kernel refuses, which is
+    /// not counted as a failure (the caller maps elsewhere).
+    #[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+    pub(crate) fn map_at(&self, addr: usize, len: usize) -> Option<NonNull<u8>> {
+        debug_assert!(addr.is_multiple_of(SEGMENT_SIZE));
+        let base = crate::sys::mmap_anon_at(addr, len).ok()?;
+        self.record(base, len)
+    }
+
+    /// Records fresh mapping `[base, base + len)` in the segmap and
+    /// charges it; unmaps it (`None`) if the segmap refuses.
+    fn record(&self, base: NonNull<u8>, len: usize) -> Option<NonNull<u8>> {
         if self.segmap.insert(base.as_ptr() as usize, len).is_err() {
             // SAFETY: we just mapped it and nobody has seen it.
             unsafe { os::unmap(base, len) };

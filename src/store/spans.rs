@@ -242,6 +242,15 @@ impl HugeCache {
         Some(self.remove(i))
     }
 
+    /// Removes and returns the span with the most warm bytes, if any has
+    /// some.
+    pub fn take_warmest(&mut self) -> Option<Span> {
+        let i = (0..self.count)
+            .filter(|&i| self.spans[i].warm > 0)
+            .max_by_key(|&i| self.spans[i].warm)?;
+        Some(self.remove(i))
+    }
+
     /// Adds `s`, merged with cached neighbours if `merge`. Returns the span
     /// as cached (its header must be rewritten and its chunks re-recorded
     /// when it grew), and the oldest span if it had to leave to make room.
