@@ -273,6 +273,7 @@ mod quarantine {
     emma::emma_instance!(Quarantined);
     emma::emma_instance!(Moved);
     emma::emma_instance!(Gathered);
+    emma::emma_instance!(GatheredMoved);
 
     /// Held by each test here: the first counts the process's mappings,
     /// which the other's would disturb.
@@ -362,30 +363,96 @@ mod quarantine {
     /// under 8 MiB (one 8 MiB mapping each) freed, then one of 15 MiB
     /// written whole takes few page faults (kept each at an address of its
     /// own, the pages of either block are too few for it: 3840 faults).
-    #[test]
-    fn pages_of_several_freed_blocks_serve_a_larger_one() {
-        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-        std::thread::spawn(|| unsafe {
+    /// With `blocked`, the address space on both sides of every mapping of
+    /// the instance is taken before the second free, so its pages cannot
+    /// be placed beside the first block's: the first block's are moved to
+    /// join them instead.
+    fn gather_rounds<I: InstanceExt + GlobalAlloc + Copy>(i: I, blocked: bool) {
+        unsafe {
             let small = layout(8 * MIB - 64 * 1024);
-            let a = Gathered.alloc(small);
-            let b = Gathered.alloc(small);
+            let a = i.alloc(small);
+            let b = i.alloc(small);
             assert!(!a.is_null() && !b.is_null());
             touch(a, small.size(), 1);
             touch(b, small.size(), 2);
-            Gathered.dealloc(a, small);
-            Gathered.dealloc(b, small);
+            i.dealloc(a, small);
+            let mut taken = Vec::new();
+            if blocked {
+                let mut maps = Vec::new();
+                i.for_each_mapping(|base, len| maps.push((base, len)));
+                for (base, len) in maps {
+                    for at in [base.wrapping_sub(16 * MIB), base + len] {
+                        let p = reserve_at(at, 16 * MIB);
+                        if !p.is_null() {
+                            taken.push(p);
+                        }
+                    }
+                }
+                assert!(!taken.is_empty(), "nothing could be reserved");
+            }
+            i.dealloc(b, small);
             let big = layout(15 * MIB);
             let faults = thread_faults();
-            let c = Gathered.alloc(big);
+            let c = i.alloc(big);
             assert!(!c.is_null());
             touch(c, big.size(), 3);
             let faulted = thread_faults() - faults;
             assert!(faulted < 128, "{faulted} page faults: pages not reused");
-            Gathered.dealloc(c, big);
-        })
-        .join()
-        .unwrap();
+            i.dealloc(c, big);
+            for p in taken {
+                assert_eq!(unmap_raw(p, 16 * MIB), 0);
+            }
+        }
+    }
+
+    /// `mmap(at, len, PROT_NONE, MAP_FIXED_NOREPLACE)`: null if anything
+    /// is mapped there.
+    fn reserve_at(at: usize, len: usize) -> *mut u8 {
+        let p = unsafe {
+            syscalls::syscall!(
+                syscalls::Sysno::mmap,
+                at,
+                len,
+                0usize,
+                0x02usize | 0x20 | 0x10_0000,
+                usize::MAX,
+                0usize
+            )
+        };
+        match p {
+            Ok(p) if p == at => p as *mut u8,
+            _ => std::ptr::null_mut(),
+        }
+    }
+
+    fn unmap_raw(p: *mut u8, len: usize) -> usize {
+        unsafe { syscalls::syscall!(syscalls::Sysno::munmap, p, len) }.unwrap()
+    }
+
+    #[test]
+    fn pages_of_several_freed_blocks_serve_a_larger_one() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| gather_rounds(Gathered, false))
+            .join()
+            .unwrap();
         Gathered.check().unwrap();
+        // What moved is counted where it went: nothing is left over.
+        Gathered.trim();
+        let s = Gathered.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+    }
+
+    #[test]
+    fn pages_gather_when_nothing_is_free_beside_them() {
+        let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        std::thread::spawn(|| gather_rounds(GatheredMoved, true))
+            .join()
+            .unwrap();
+        GatheredMoved.check().unwrap();
+        // What moved is counted where it went: nothing is left over.
+        GatheredMoved.trim();
+        let s = GatheredMoved.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
     }
 
     /// A huge block that must move to grow (with `hardened` it never grows
