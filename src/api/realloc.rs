@@ -4,7 +4,7 @@
 use super::{alloc, block_meta, release, usable_size, Instance};
 use crate::check;
 use crate::harden;
-use crate::huge;
+use crate::huge::{self, Moved};
 use crate::keys;
 use crate::segment::{is_small, segment_of, SLICE_SIZE};
 use crate::size_class::{MAX_CLASS_SIZE, MIN_ALIGN};
@@ -63,17 +63,22 @@ pub unsafe fn realloc<I: Instance>(
             return q;
         }
         let n = usable.min(new_size);
-        let moved = keys::ENABLED && n == usable && !is_small(seg) && moved(p, q, n, new_size);
-        if !moved {
+        let moved = if keys::ENABLED && n == usable && !is_small(seg) {
+            moved(p, q, n, new_size)
+        } else {
+            Moved::No
+        };
+        if moved == Moved::No {
             ptr::copy_nonoverlapping(p, q, n);
         }
         check::on_free(p);
-        if moved {
-            // Its pages left, canary and trailer with them (checked above):
-            // only its addresses remain, for the quarantine.
-            huge::free_emptied(&I::state().store, seg.cast());
-        } else {
-            release::<I>(p);
+        // Its data left, canary and trailer with them (checked above). If
+        // the pages `q` had came in their place, they are kept as a freed
+        // block's are; the addresses go to the quarantine either way.
+        match moved {
+            Moved::No => release::<I>(p),
+            Moved::Emptied => huge::free_emptied(&I::state().store, seg.cast()),
+            Moved::Swapped => huge::free(&I::state().store, seg.cast()),
         }
         q
     }
@@ -81,25 +86,28 @@ pub unsafe fn realloc<I: Instance>(
 
 /// `hardened`: moves the `n` bytes of huge block `p` into the new huge
 /// block `q` of `new_size` requested bytes by moving pages
-/// ([`huge::move_pages`]) instead of copying; false if `q` is not huge or
-/// the kernel refused (nothing changed). The old canary came along with
-/// the data: it becomes junk, and `q` is sealed again (the moved pages
-/// may have covered its canary).
+/// ([`huge::move_pages`]) instead of copying; [`Moved::No`] if `q` is not
+/// huge or the kernel refused (nothing changed). The old canary came along
+/// with the data: it becomes junk, and `q` is sealed again (the moved
+/// pages may have covered its canary).
 ///
 /// # Safety
 /// `p` is a live huge block holding `n` requested bytes,
 /// `q` a fresh block of `new_size > n` requested bytes; both the caller's.
-unsafe fn moved(p: *mut u8, q: *mut u8, n: usize, new_size: usize) -> bool {
+unsafe fn moved(p: *mut u8, q: *mut u8, n: usize, new_size: usize) -> Moved {
     // SAFETY: per contract.
     unsafe {
-        if is_small(segment_of(q)) || !huge::move_pages(p, q, n) {
-            return false;
+        if is_small(segment_of(q)) {
+            return Moved::No;
         }
-        q.add(n).write_bytes(keys::JUNK, harden::canary::CANARY);
-        let (raw, keys) = block_meta(q);
-        harden::canary::seal(q, new_size, raw, keys);
+        let moved = huge::move_pages(p, q, n);
+        if moved != Moved::No {
+            q.add(n).write_bytes(keys::JUNK, harden::canary::CANARY);
+            let (raw, keys) = block_meta(q);
+            harden::canary::seal(q, new_size, raw, keys);
+        }
+        moved
     }
-    true
 }
 
 /// Block `p` resized in place to `n` bytes: with `hardened`, its canary and

@@ -53,6 +53,7 @@ pub(super) fn alloc_cached(
     // pieces of a merge keep no order): when the whole of it is not warm,
     // the block is taken to need faulting in.
     let faults = s.warm < s.len;
+    let warm = s.warm;
     // SAFETY: lock held; `s` just left the cache.
     s = unsafe { cut(store, s, need, instance) };
     drop(g);
@@ -87,7 +88,11 @@ pub(super) fn alloc_cached(
     // none (merged, a neighbour's would lie inside a block cut from them).
     guard(base);
     // SAFETY: as above; the span's pages are all writable.
-    Some(unsafe { init(base, s.len, align, instance) })
+    unsafe {
+        let b = init(base, s.len, align, instance);
+        (*base.as_ptr().cast::<HugeHeader>()).warm = warm.min(s.len);
+        Some(b)
+    }
 }
 
 /// Span `s`, just taken from the cache for `need` bytes (whole chunks, at

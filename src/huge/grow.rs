@@ -195,25 +195,47 @@ fn take(
     })
 }
 
+/// What [`move_pages`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moved {
+    /// Nothing: the kernel refused. The caller copies.
+    No,
+    /// The data moved; `from`'s range is mapped and empty.
+    Emptied,
+    /// The data moved, and `from`'s range holds the pages `to` had at its
+    /// front (warm ones, if `to` was cut from a warm cached span), so that
+    /// freeing `from` with its pages kept loses none of them.
+    Swapped,
+}
+
 /// `hardened`: moves the first `len` bytes of live huge block `from` (its
 /// data, rounded up to whole pages) into the front of live huge block `to`
-/// without copying. `from`'s range stays mapped, empty, so its addresses
-/// stay ours until the free that follows quarantines them (`PROT_NONE`):
-/// a stale pointer faults rather than read what is mapped there next.
-/// Without `hardened` a growing block moves with its whole mapping
-/// ([`grow`], `mremap`); with it, the guard page after the header splits
-/// the mapping, so only the block's pages move.
+/// without copying, and the pages that were there into `from`'s place:
+/// `to` is often cut from a warm cached span, whose front pages would
+/// otherwise be thrown away (and faulted in again by the next large
+/// block). `from`'s addresses stay mapped throughout (every move keeps its
+/// source mapped, `MREMAP_DONTUNMAP`), so they stay ours until the free
+/// that follows quarantines them (`PROT_NONE`): a stale pointer faults
+/// rather than read what is mapped there next. Without `hardened` a
+/// growing block moves with its whole mapping ([`grow`], `mremap`); with
+/// it, the guard page after the header splits the mapping, so only the
+/// block's pages move.
 ///
-/// Returns false, with nothing changed, if the kernel refuses (older than
-/// Linux 5.7, or out of mappings): the caller copies.
+/// The swap is made only if `to` came with warm pages (see
+/// [`HugeHeader::warm`]): a fresh block's front holds none worth keeping.
+///
+/// [`Moved::No`], with nothing changed, if the kernel refuses (older than
+/// Linux 5.7, or out of mappings): the caller copies. If only the swap
+/// back fails, `to`'s old front pages are dropped ([`Moved::Emptied`]).
 ///
 /// # Safety
 /// `from` and `to` are distinct live huge blocks of this instance owned by
 /// the caller, each with at least `len` bytes to the end of its mapping;
 /// `to`'s first `len` bytes (rounded up to a page) hold nothing yet.
-pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
+pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> Moved {
+    use crate::sys::{mremap_keep_source, mremap_to};
     let Some(len) = os::align_up(len, crate::sys::PAGE_SIZE) else {
-        return false;
+        return Moved::No;
     };
     // Huge blocks start on a page and their mappings end on one: the
     // rounded length still lies in both.
@@ -221,8 +243,47 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
         (from as usize).is_multiple_of(crate::sys::PAGE_SIZE)
             && (to as usize).is_multiple_of(crate::sys::PAGE_SIZE)
     );
+    // SAFETY: blocks are never at address 0.
+    let (from, to) = unsafe { (nonnull(from as usize), nonnull(to as usize)) };
+    // SAFETY: `to` is a live huge block: its header is at
+    // `segment_of(to)`, as for every huge block.
+    let warm = unsafe { (*crate::segment::segment_of(to.as_ptr()).cast::<HugeHeader>()).warm > 0 };
     // SAFETY: per contract both ranges are ours, disjoint (distinct
-    // mappings) and private anonymous memory.
-    unsafe { crate::sys::mremap_keep_source(nonnull(from as usize), len, nonnull(to as usize)) }
-        .is_ok()
+    // mappings) and private anonymous memory; `tmp` is a reservation of
+    // ours. Each move leaves its source mapped (empty), so no range of
+    // ours is ever a hole another mapping could fill.
+    unsafe {
+        let tmp = if warm {
+            crate::sys::mmap_reserve(len).ok()
+        } else {
+            None
+        };
+        let Some(tmp) = tmp else {
+            return match mremap_keep_source(from, len, to) {
+                Ok(()) => Moved::Emptied,
+                Err(_) => Moved::No,
+            };
+        };
+        if mremap_keep_source(to, len, tmp).is_err() {
+            os::unmap(tmp, len);
+            return match mremap_keep_source(from, len, to) {
+                Ok(()) => Moved::Emptied,
+                Err(_) => Moved::No,
+            };
+        }
+        if mremap_keep_source(from, len, to).is_err() {
+            // `to`'s front back where it was (else it stays mapped, empty:
+            // the caller's copy writes it).
+            if mremap_to(tmp, len, len, to).is_err() {
+                os::unmap(tmp, len);
+            }
+            return Moved::No;
+        }
+        // Without DONTUNMAP: `tmp`'s range goes back to the kernel.
+        if mremap_to(tmp, len, len, from).is_err() {
+            os::unmap(tmp, len);
+            return Moved::Emptied;
+        }
+    }
+    Moved::Swapped
 }

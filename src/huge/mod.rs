@@ -78,7 +78,7 @@ mod grow;
 mod invariants;
 mod quarantine;
 
-pub use grow::move_pages;
+pub use grow::{move_pages, Moved};
 
 pub use invariants::check_cache;
 
@@ -105,6 +105,10 @@ pub struct HugeHeader {
     pub align: usize,
     /// The block is live (cleared on free: catches double frees).
     pub live: AtomicBool,
+    /// Bytes at the front of the mapping that were resident when the
+    /// block was handed out (cut from a warm cached span; 0 for a fresh
+    /// mapping): pages worth keeping when data moves in ([`move_pages`]).
+    pub warm: usize,
 }
 
 /// Pages before the block: the header, and with `hardened` a guard page.
@@ -180,6 +184,7 @@ unsafe fn init(base: NonNull<u8>, map_len: usize, align: usize, instance: usize)
             block,
             align,
             live: AtomicBool::new(true),
+            warm: 0,
         });
         // The free fast path reads the tag of the block's slice entry
         // before it knows the block is huge (`Segment::slice_entry`). For
@@ -294,7 +299,8 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     unsafe { free_span(store, h, true) }
 }
 
-/// `hardened`: frees a huge block whose pages [`move_pages`] moved away
+/// `hardened`: frees a huge block whose pages [`move_pages`] moved away,
+/// none coming in their place
 /// (a moving `realloc`): only its addresses are left, for the quarantine.
 ///
 /// # Safety
