@@ -4,7 +4,9 @@
 //! # Claiming
 //! A thread without a heap claims one in [`InstanceState::acquire_heap`]
 //! (rules in the [module docs](super)); every claim is a compare-and-swap
-//! of `owner_tid`, so two threads never take the same heap.
+//! of `owner_tid`, so two threads never take the same heap. A thread that
+//! finds none to claim while a sweep (below) holds the dead threads' heaps
+//! waits for it, briefly, rather than make a heap it does not need.
 //!
 //! # Collecting
 //! A thread's exit runs no code of ours, so its heap is found afterwards:
@@ -54,6 +56,15 @@ const _: () = assert!(core::mem::size_of::<Heap>().next_multiple_of(64) + 64 <= 
 /// `1 + heaps / HEAPS_PER_INTERVAL`, bounding its syscalls per second.
 const HEAPS_PER_INTERVAL: usize = 64;
 
+/// How long a thread that needs a heap waits, at most twice, for a sweep
+/// to hand back the heaps it holds (a sweep takes microseconds). Longer in
+/// the unit tests, whose sweep is a test thread that may be descheduled.
+const SWEEP_WAIT_NS: u64 = if cfg!(test) {
+    2_000_000_000
+} else {
+    10_000_000
+};
+
 impl InstanceState {
     /// Claims a heap for the calling thread (see the module docs). Null if
     /// a new heap was needed and no memory could be had.
@@ -68,6 +79,47 @@ impl InstanceState {
         let tp = thread::thread_pointer();
         let tid = sys::gettid();
         let epoch = self.epoch();
+        let mut tries = 0;
+        let found = loop {
+            let before = self.sweeps.load(Ordering::Acquire);
+            let found = self.find_heap(tid, tp, epoch, by_tid);
+            // A sweep holds each dead thread's heap while it collects it,
+            // and one may have run while we looked: then look again once
+            // it is done, rather than make a new heap that would stay. The
+            // wait is bounded (a new heap is always a correct answer): the
+            // sweep may be this very thread's, interrupted by a signal
+            // handler that allocates.
+            if found.is_some()
+                || tries == 2
+                || self.sweeps.load(Ordering::Acquire) == before && before & 1 == 0
+            {
+                break found;
+            }
+            tries += 1;
+            let until = sys::monotonic_ns().saturating_add(SWEEP_WAIT_NS);
+            while self.sweeps.load(Ordering::Acquire) & 1 != 0 && sys::monotonic_ns() < until {
+                sys::sched_yield();
+            }
+        };
+        let h = match found {
+            Some(h) => h,
+            None => match self.new_heap(tid) {
+                Some(h) => h,
+                None => return ptr::null_mut(),
+            },
+        };
+        // SAFETY: as above; the heap is now ours.
+        let hr = unsafe { &*h };
+        hr.owner.tp.store(tp, Ordering::Relaxed);
+        hr.owner_ctid.store(sys::tid_address(), Ordering::Relaxed);
+        hr.epoch.store(epoch, Ordering::Relaxed);
+        hr.busy.store(0, Ordering::Relaxed);
+        h
+    }
+
+    /// The first heap the calling thread (`tid`, thread pointer `tp`) may
+    /// claim by the rules of the module docs, claimed.
+    fn find_heap(&self, tid: u32, tp: usize, epoch: u32, by_tid: bool) -> Option<*mut Heap> {
         // Rule 1: our own thread pointer (our heap, or a dead thread's
         // whose stack we inherited), unless it was inside a slow path at a
         // fork, or another live thread holds it right now (a sweep
@@ -86,7 +138,7 @@ impl InstanceState {
             })
         });
         // Rule 3: a dead owner's (with `tls` only).
-        let found = found.or_else(|| {
+        found.or_else(|| {
             if !by_tid {
                 return None;
             }
@@ -97,21 +149,7 @@ impl InstanceState {
                     && h.epoch.load(Ordering::Relaxed) == epoch
                     && !sys::thread_alive(owner)
             })
-        });
-        let h = match found {
-            Some(h) => h,
-            None => match self.new_heap(tid) {
-                Some(h) => h,
-                None => return ptr::null_mut(),
-            },
-        };
-        // SAFETY: as above; the heap is now ours.
-        let hr = unsafe { &*h };
-        hr.owner.tp.store(tp, Ordering::Relaxed);
-        hr.owner_ctid.store(sys::tid_address(), Ordering::Relaxed);
-        hr.epoch.store(epoch, Ordering::Relaxed);
-        hr.busy.store(0, Ordering::Relaxed);
-        h
+        })
     }
 
     /// Refreshes the calling thread's own heap after a fork (new thread id,
@@ -263,11 +301,16 @@ impl InstanceState {
     /// time; with `wait` the caller waits for a running one to finish and
     /// then sweeps itself, else it leaves the work to the running one.
     pub(crate) fn collect_abandoned(&self, tls: bool, now: u64, wait: bool) {
-        while self
-            .collecting
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        loop {
+            let n = self.sweeps.load(Ordering::Relaxed);
+            if n & 1 == 0
+                && self
+                    .sweeps
+                    .compare_exchange(n, n + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
             if !wait {
                 return;
             }
@@ -297,7 +340,7 @@ impl InstanceState {
             }
             h = hr.next_heap;
         }
-        self.collecting.store(false, Ordering::Release);
+        self.sweeps.fetch_add(1, Ordering::Release);
     }
 
     /// Claims heap `h` from `owner` (0 or an exited thread), collects it
@@ -400,5 +443,36 @@ fn occupant(tp: usize, ctid: usize) -> Option<u32> {
     match sys::read_own_memory(tp, &mut w) {
         Err(sys::Errno::EFAULT) => None,
         _ => Some(0),
+    }
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::time::Duration;
+
+    /// A thread that finds every heap held by a sweep waits for the sweep
+    /// and takes the heap it leaves, rather than make a heap of its own
+    /// (which stayed: a program whose threads come and go kept one heap's
+    /// memory more than it needed, once a sweep met a thread's start).
+    #[test]
+    fn a_new_thread_waits_for_a_sweep_rather_than_make_a_heap() {
+        static ST: InstanceState = InstanceState::new();
+        // This thread's heap, then held as a sweep holds a dead thread's.
+        let h = ST.acquire_heap(true);
+        assert!(!h.is_null());
+        ST.sweeps.fetch_add(1, Ordering::AcqRel);
+        let t = std::thread::spawn(|| ST.acquire_heap(true) as usize);
+        std::thread::sleep(Duration::from_millis(5));
+        // The sweep leaves the heap unowned, and ends.
+        // SAFETY: a heap of the registry.
+        let hr = unsafe { &*h };
+        hr.owner.tp.store(0, Ordering::Relaxed);
+        hr.owner_ctid.store(0, Ordering::Relaxed);
+        hr.owner_tid.store(0, Ordering::Release);
+        ST.sweeps.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(t.join().unwrap(), h as usize, "a new heap was made");
+        assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
     }
 }

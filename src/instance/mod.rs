@@ -92,8 +92,10 @@ pub struct InstanceState {
     tls: AtomicBool,
     /// When the slow paths next look for heaps of exited threads (ns).
     next_collect: AtomicU64,
-    /// Set while one thread collects heaps of exited threads.
-    collecting: AtomicBool,
+    /// Sweeps for heaps of exited threads, counted twice: odd while one
+    /// thread sweeps (one at a time), even between sweeps. A thread that
+    /// found no heap to claim can tell that a sweep held some meanwhile.
+    sweeps: AtomicU32,
 }
 
 // SAFETY: `arena` is only touched with the store's lock held, `keys` only
@@ -120,7 +122,7 @@ impl InstanceState {
             tp_table: TpTable::new(),
             tls: AtomicBool::new(false),
             next_collect: AtomicU64::new(0),
-            collecting: AtomicBool::new(false),
+            sweeps: AtomicU32::new(0),
         }
     }
 
@@ -172,8 +174,9 @@ impl InstanceState {
             };
         }
         self.tp_table.clear();
-        // A sweep interrupted by the fork left this set.
-        self.collecting.store(false, Ordering::Relaxed);
+        // A sweep interrupted by the fork left this odd.
+        let n = self.sweeps.load(Ordering::Relaxed);
+        self.sweeps.store(n + (n & 1), Ordering::Relaxed);
         self.epoch.fetch_add(1, Ordering::Release);
         self.fork.repaired();
     }
