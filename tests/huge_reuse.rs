@@ -363,7 +363,7 @@ mod quarantine {
     /// larger than any of them reuses them together: two blocks of just
     /// under 8 MiB (one 8 MiB mapping each) freed, then one of 15 MiB
     /// written whole takes few page faults (kept each at an address of its
-    /// own, the pages of either block are too few for it: 3840 faults).
+    /// own, the pages of either block are too few for it: 3843 faults).
     /// With `blocked`, the address space on both sides of every mapping of
     /// the instance is taken before the second free, so its pages cannot
     /// be placed beside the first block's: the first block's are moved to
