@@ -299,9 +299,9 @@ pub unsafe fn free(store: &SegmentStore, h: *mut HugeHeader) {
     unsafe { free_span(store, h, true) }
 }
 
-/// `hardened`: frees a huge block whose pages [`move_pages`] moved away,
-/// none coming in their place
-/// (a moving `realloc`): only its addresses are left, for the quarantine.
+/// `hardened`: frees a huge block whose pages [`move_pages`] moved away
+/// while none came in their place (a moving `realloc`): only its
+/// addresses are left, for the quarantine.
 ///
 /// # Safety
 /// As for [`free`].
