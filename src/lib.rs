@@ -564,8 +564,11 @@ pub mod __private {
     // EMPTY_HEAP: the `tls` slot's initial value (`__emma_tls_define!`).
     pub use crate::heap::{Heap, EMPTY_HEAP};
     pub use crate::instance::InstanceState;
+    // For the tests of `hardened`'s page moves, which an older kernel
+    // cannot make.
     #[cfg(all(feature = "tls", miri))]
     pub use crate::instance::{miri_slot_load, miri_slot_store};
+    pub use crate::os::moves_mapping_runs;
     #[cfg(feature = "allocator-api2")]
     pub use ::allocator_api2;
     pub use paste::paste;

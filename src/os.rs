@@ -151,6 +151,72 @@ pub unsafe fn remap_aligned(
     moved.map(|()| target)
 }
 
+/// Whether `mremap` can move a range that spans several kernel mappings
+/// (Linux 6.17 and later), keeping its source mapped (`MREMAP_DONTUNMAP`).
+/// Probed once per process, on two pages of different protections.
+///
+/// `hardened` moves freed blocks' pages around, and a block's pages soon
+/// span several kernel mappings (pages moved in from elsewhere do not
+/// merge with the rest). An older kernel refuses such a move, and only
+/// after it has unmapped the target: the caller would be left with a hole
+/// in its own range, where any other `mmap` of the process could land. So
+/// on such a kernel those moves are not attempted.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub fn moves_mapping_runs() -> bool {
+    use core::sync::atomic::{AtomicU8, Ordering};
+    /// 0: not probed yet; 1: no; 2: yes.
+    static KNOWN: AtomicU8 = AtomicU8::new(0);
+    match KNOWN.load(Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    let yes = probe_mapping_runs();
+    KNOWN.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+    yes
+}
+
+/// The probe of [`moves_mapping_runs`]: two pages whose second is made
+/// inaccessible (two kernel mappings), moved onto a reservation.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+fn probe_mapping_runs() -> bool {
+    let len = 2 * PAGE_SIZE;
+    let Ok(src) = sys::mmap_anon(len) else {
+        return false;
+    };
+    let Ok(dst) = sys::mmap_reserve(len) else {
+        // SAFETY: ours, seen by nobody.
+        unsafe { unmap(src, len) };
+        return false;
+    };
+    // SAFETY: all three ranges are ours and nobody else has seen them.
+    unsafe {
+        let split = sys::mprotect_none(src.as_ptr().add(PAGE_SIZE), PAGE_SIZE).is_ok();
+        let moved = split && sys::mremap_keep_source(src, len, dst).is_ok();
+        unmap(src, len);
+        // A refusal may have unmapped `dst` already, and the range may be
+        // someone else's by now: it is left alone (two pages of address
+        // space, once).
+        if moved {
+            unmap(dst, len);
+        }
+        moved
+    }
+}
+
+/// Maps fresh memory again where a refused `mremap` may have left a hole
+/// in a range of ours (the kernel unmaps a move's target before some of
+/// its checks), so that the range is whole again. Nothing happens where
+/// the range is still mapped (`MAP_FIXED_NOREPLACE`).
+///
+/// # Safety
+/// `[addr, addr + len)` is a range of the caller's that a refused move had
+/// as its target.
+#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
+pub unsafe fn refill(addr: NonNull<u8>, len: usize) {
+    let _ = sys::mmap_anon_at(addr.as_ptr() as usize, len);
+}
+
 /// What [`exchange_fronts`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exchange {

@@ -280,6 +280,17 @@ mod quarantine {
     /// which the other's would disturb.
     static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+    /// Whether the kernel moves ranges made of several kernel mappings
+    /// (Linux 6.17 and later): the gathering of kept pages and the page
+    /// moves of `realloc` need it, and are not made without it.
+    fn moves_runs(test: &str) -> bool {
+        let yes = emma::__private::moves_mapping_runs();
+        if !yes {
+            eprintln!("{test}: skipped, the kernel cannot move a run of mappings (before 6.17)");
+        }
+        yes
+    }
+
     /// Number of lines of /proc/self/maps (the process's mapping count).
     fn process_mappings() -> usize {
         std::fs::read_to_string("/proc/self/maps")
@@ -434,6 +445,9 @@ mod quarantine {
     #[test]
     fn pages_of_several_freed_blocks_serve_a_larger_one() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !moves_runs("pages_of_several_freed_blocks_serve_a_larger_one") {
+            return;
+        }
         std::thread::spawn(|| gather_rounds(Gathered, false))
             .join()
             .unwrap();
@@ -447,6 +461,9 @@ mod quarantine {
     #[test]
     fn pages_gather_when_nothing_is_free_beside_them() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !moves_runs("pages_gather_when_nothing_is_free_beside_them") {
+            return;
+        }
         std::thread::spawn(|| gather_rounds(GatheredMoved, true))
             .join()
             .unwrap();
@@ -466,6 +483,9 @@ mod quarantine {
     #[test]
     fn a_moving_realloc_keeps_the_warm_pages_it_lands_on() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !moves_runs("a_moving_realloc_keeps_the_warm_pages_it_lands_on") {
+            return;
+        }
         std::thread::spawn(|| unsafe {
             let whole = layout(30 * MIB);
             let a = Swapped.alloc(whole);
@@ -503,6 +523,9 @@ mod quarantine {
     #[test]
     fn a_growing_block_moves_its_pages_rather_than_copying() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+        if !moves_runs("a_growing_block_moves_its_pages_rather_than_copying") {
+            return;
+        }
         std::thread::spawn(|| unsafe {
             let mut size = 8 * MIB;
             let mut p = Moved.alloc(layout(size));

@@ -36,8 +36,9 @@ pub(super) const COLD_AFTER_DELAYS: u64 = 100;
 
 /// A block of `size` bytes from the span cache: the cached span that fits
 /// with the least to fault back in, split if larger. (With `hardened` the
-/// cache holds freed blocks' pages at addresses no block has had; their
-/// own addresses are in quarantine, see [`super::quarantine`].)
+/// cache holds freed blocks' pages at addresses of no live or quarantined
+/// block; their own addresses are in quarantine, see
+/// [`super::quarantine`].)
 pub(super) fn alloc_cached(
     store: &SegmentStore,
     need: usize,

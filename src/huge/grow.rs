@@ -224,9 +224,13 @@ pub enum Moved {
 /// The swap is made only if `to` came with warm pages (see
 /// [`HugeHeader::warm`]): a fresh block's front holds none worth keeping.
 ///
-/// [`Moved::No`], with nothing changed, if the kernel refuses (older than
-/// Linux 5.7, or out of mappings): the caller copies. If only the swap
-/// back fails, `to`'s old front pages are dropped ([`Moved::Emptied`]).
+/// [`Moved::No`] if the kernel refuses (older than Linux 6.17, see
+/// [`os::moves_mapping_runs`], or out of mappings or address space): the
+/// caller copies. If only the swap back fails, `to`'s old front pages are
+/// dropped ([`Moved::Emptied`]). A refused move may have unmapped its
+/// target already (the kernel unmaps it first): every range of ours it
+/// leaves a hole is mapped again at once ([`os::refill`]), so the caller's
+/// copy and the quarantine find memory there.
 ///
 /// # Safety
 /// `from` and `to` are distinct live huge blocks of this instance owned by
@@ -234,6 +238,12 @@ pub enum Moved {
 /// `to`'s first `len` bytes (rounded up to a page) hold nothing yet.
 pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> Moved {
     use crate::sys::{mremap_keep_source, mremap_to};
+    // After one move a block spans two kernel mappings, which an older
+    // kernel cannot move again (see `os::moves_mapping_runs`): there the
+    // caller copies.
+    if !os::moves_mapping_runs() {
+        return Moved::No;
+    }
     let Some(len) = os::align_up(len, crate::sys::PAGE_SIZE) else {
         return Moved::No;
     };
@@ -250,38 +260,41 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> Moved {
     let warm = unsafe { (*crate::segment::segment_of(to.as_ptr()).cast::<HugeHeader>()).warm > 0 };
     // SAFETY: per contract both ranges are ours, disjoint (distinct
     // mappings) and private anonymous memory; `tmp` is a reservation of
-    // ours. Each move leaves its source mapped (empty), so no range of
-    // ours is ever a hole another mapping could fill.
+    // ours. Each move leaves its source mapped (empty), and a refused one
+    // has its target mapped again.
     unsafe {
+        // The data alone into `to` (its front pages are dropped).
+        let plain = || match mremap_keep_source(from, len, to) {
+            Ok(()) => Moved::Emptied,
+            Err(_) => {
+                os::refill(to, len);
+                Moved::No
+            }
+        };
         let tmp = if warm {
             crate::sys::mmap_reserve(len).ok()
         } else {
             None
         };
         let Some(tmp) = tmp else {
-            return match mremap_keep_source(from, len, to) {
-                Ok(()) => Moved::Emptied,
-                Err(_) => Moved::No,
-            };
+            return plain();
         };
         if mremap_keep_source(to, len, tmp).is_err() {
             os::unmap(tmp, len);
-            return match mremap_keep_source(from, len, to) {
-                Ok(()) => Moved::Emptied,
-                Err(_) => Moved::No,
-            };
+            return plain();
         }
         if mremap_keep_source(from, len, to).is_err() {
-            // `to`'s front back where it was (else it stays mapped, empty:
-            // the caller's copy writes it).
+            // `to`'s front back where it was.
             if mremap_to(tmp, len, len, to).is_err() {
                 os::unmap(tmp, len);
+                os::refill(to, len);
             }
             return Moved::No;
         }
         // Without DONTUNMAP: `tmp`'s range goes back to the kernel.
         if mremap_to(tmp, len, len, from).is_err() {
             os::unmap(tmp, len);
+            os::refill(from, len);
             return Moved::Emptied;
         }
     }

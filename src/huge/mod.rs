@@ -340,8 +340,8 @@ unsafe fn free_span(store: &SegmentStore, h: *mut HugeHeader, keep: bool) {
         // mapping would rarely fit another request.
         store.release_span(span);
     } else if keys::ENABLED {
-        // Its pages go on, at an address no block has had; its own
-        // addresses go to quarantine.
+        // Its pages go on, at an address of no live or quarantined block;
+        // its own addresses go to quarantine.
         let mut span = span;
         let kept = if keep {
             quarantine::keep_pages(store, &mut span)
@@ -350,8 +350,9 @@ unsafe fn free_span(store: &SegmentStore, h: *mut HugeHeader, keep: bool) {
         };
         quarantine::quarantine(store, span);
         match kept {
-            // Merged with the cached span it was mapped beside, if any.
-            Some(k) => cache::cache_span(store, k, true),
+            // Merged with the cached span it was mapped beside, if any
+            // (not on a kernel that could not move pages out of the two).
+            Some(k) => cache::cache_span(store, k, crate::os::moves_mapping_runs()),
             None => return,
         }
     } else {

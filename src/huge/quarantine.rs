@@ -5,13 +5,15 @@
 //! them out of the quarantine, so a stale pointer faults instead of
 //! reaching a later block. Its *pages* are not thrown away: before the
 //! quarantine empties them, they move ([`keep_pages`]) to a fresh mapping,
-//! at an address no block has had, which the span cache keeps warm like any
-//! freed span. That mapping is placed beside the warmest cached span (or
-//! that span moved beside it), so the pages of many freed blocks gather
-//! into one span, from which a block larger than any of them is cut whole.
-//! A program that keeps replacing big buffers so reuses its memory without
-//! faulting it in again, as without `hardened`, while no address is
-//! reused.
+//! at an address no live or quarantined block has, which the span cache
+//! keeps warm like any freed span. That mapping is placed beside the
+//! warmest cached span (or that span moved beside it), so the pages of
+//! many freed blocks gather into one span, from which a block larger than
+//! any of them is cut whole. A program that keeps replacing big buffers so
+//! reuses its memory without faulting it in again, as without `hardened`,
+//! while no address comes back before it has left the quarantine. (Once
+//! it has, it is the kernel's again: a later mapping, ours or the
+//! program's, may be placed there.)
 
 use super::cache::{nonnull, put_locked, write_free_header};
 use super::{HugeHeader, LEAD_PAGES, QUARANTINE_BYTES_MAX};
@@ -111,6 +113,11 @@ fn map_before_moved_warm(store: &SegmentStore, len: usize) -> Option<NonNull<u8>
         // SAFETY: lock held.
         let c = unsafe { &mut *store.huge.get() };
         let w = c.take_warmest()?;
+        if len.checked_add(w.len).is_none() {
+            // Cannot happen (both are mapped), but `w` must not be lost.
+            let _ = c.put(w, false);
+            return None;
+        }
         // Out of the map while it moves: `for_each_mapping` must not read
         // its header meanwhile.
         store.segmap.remove(w.base, w.len);
@@ -127,7 +134,7 @@ fn map_before_moved_warm(store: &SegmentStore, len: usize) -> Option<NonNull<u8>
         // SAFETY: lock held; the span is free, ours, its header intact.
         unsafe { put_locked(store, w, false) }
     };
-    let total = len.checked_add(w.len)?;
+    let total = len + w.len;
     let moved = store.map(total).and_then(|base| {
         let to = base.as_ptr() as usize + len;
         // SAFETY: the span left the cache and the map, so nobody uses it;
@@ -178,17 +185,22 @@ fn map_before_moved_warm(store: &SegmentStore, len: usize) -> Option<NonNull<u8>
 /// cut from them, see `cache::alloc_cached`). `s` keeps its addresses, mapped
 /// and empty, for [`quarantine`]; its committed bytes go to the new span.
 /// `None`, with `s` unchanged, when the kernel refuses (a kernel before
-/// Linux 5.7, a body made of several kernel mappings: the front moved in by
-/// a growing `realloc`, no address space) or the instance's limit leaves
-/// no room for the new header page.
+/// Linux 5.7; before Linux 6.17, a body made of several kernel mappings,
+/// which the gathering and the page moves of `realloc` are then kept from
+/// making; no address space) or the instance's limit leaves no room for
+/// the new header page.
 pub(super) fn keep_pages(store: &SegmentStore, s: &mut Span) -> Option<Span> {
     // The new span's header page is memory the old span did not have: not
     // kept at all if it would take the instance past its limit.
     if !store.try_commit(PAGE_SIZE) {
         return None;
     }
-    let Some(base) = map_beside_warm(store, s.len)
-        .or_else(|| map_before_moved_warm(store, s.len))
+    // Beside a warm span only where the kernel can later move a body
+    // that spans the two (see `os::moves_mapping_runs`).
+    let gather = os::moves_mapping_runs();
+    let Some(base) = gather
+        .then(|| map_beside_warm(store, s.len).or_else(|| map_before_moved_warm(store, s.len)))
+        .flatten()
         .or_else(|| store.map(s.len))
     else {
         store.decommit(PAGE_SIZE);

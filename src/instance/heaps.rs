@@ -83,6 +83,9 @@ impl InstanceState {
         let found = loop {
             let before = self.sweeps.load(Ordering::Acquire);
             let found = self.find_heap(tid, tp, epoch, by_tid);
+            // The search's loads before the second look at the count (as
+            // a seqlock's reader).
+            fence(Ordering::Acquire);
             // A sweep holds each dead thread's heap while it collects it,
             // and one may have run while we looked: then look again once
             // it is done, rather than make a new heap that would stay. The
@@ -309,6 +312,9 @@ impl InstanceState {
                     .compare_exchange(n, n + 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
+                // The odd count before the sweep's claims (as a seqlock's
+                // writer).
+                fence(Ordering::Release);
                 break;
             }
             if !wait {

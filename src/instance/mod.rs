@@ -176,7 +176,7 @@ impl InstanceState {
         self.tp_table.clear();
         // A sweep interrupted by the fork left this odd.
         let n = self.sweeps.load(Ordering::Relaxed);
-        self.sweeps.store(n + (n & 1), Ordering::Relaxed);
+        self.sweeps.store(n.wrapping_add(n & 1), Ordering::Relaxed);
         self.epoch.fetch_add(1, Ordering::Release);
         self.fork.repaired();
     }
