@@ -212,7 +212,6 @@ fn probe_mapping_runs() -> bool {
 /// # Safety
 /// `[addr, addr + len)` is a range of the caller's that a refused move had
 /// as its target.
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub unsafe fn refill(addr: NonNull<u8>, len: usize) {
     let _ = sys::mmap_anon_at(addr.as_ptr() as usize, len);
 }
@@ -227,14 +226,23 @@ pub enum Exchange {
     AUnmapped,
     /// The kernel refused: nothing changed.
     Unchanged,
-    /// `a` is intact, but the front of `b` is unmapped (its pages could not
-    /// be put back after a refusal).
+    /// `a` is intact, but the front of `b` lost its pages (they could not
+    /// be put back after a refusal): it is mapped again, empty.
     BFrontLost,
 }
 
 /// Exchanges the pages of `[a, a + len)` and `[b, b + len)` without
 /// copying: three `mremap`s through a temporary reservation. Each range
-/// must be one mapping (or inside one) of private anonymous memory.
+/// must be one mapping (or inside one) of private anonymous memory, or a
+/// run of them on a kernel that moves runs ([`moves_mapping_runs`]).
+///
+/// Every move keeps its source mapped, empty (`MREMAP_DONTUNMAP`, Linux
+/// 5.7 and later; an older kernel refuses the first move and nothing
+/// changes), and the next move replaces that empty range: neither range
+/// is ever a hole where another `mmap` of the process could land. A
+/// refused move may have unmapped its target already (the kernel unmaps
+/// it before some of its checks); that range is mapped again ([`refill`])
+/// or the pages put back.
 ///
 /// # Safety
 /// Both ranges are page aligned, disjoint, owned by the caller and not in
@@ -245,22 +253,26 @@ pub unsafe fn exchange_fronts(a: NonNull<u8>, b: NonNull<u8>, len: usize) -> Exc
         return Exchange::Unchanged;
     };
     // SAFETY: per contract the ranges are ours; `tmp` is our reservation.
-    // A failed `mremap` leaves its source in place (the target may be
-    // gone: a reservation, or a range already emptied).
+    // A refused move leaves its source in place.
     unsafe {
-        if sys::mremap_to(b, len, len, tmp).is_err() {
+        if sys::mremap_keep_source(b, len, tmp).is_err() {
             unmap(tmp, len);
             return Exchange::Unchanged;
         }
-        if sys::mremap_to(a, len, len, b).is_err() {
+        if sys::mremap_keep_source(a, len, b).is_err() {
+            // `b`'s front back where it was.
             if sys::mremap_to(tmp, len, len, b).is_ok() {
                 return Exchange::Unchanged;
             }
             unmap(tmp, len);
+            refill(b, len);
             return Exchange::BFrontLost;
         }
+        // Without DONTUNMAP: `tmp`'s range goes back to the kernel.
         if sys::mremap_to(tmp, len, len, a).is_err() {
             unmap(tmp, len);
+            // `a` is empty (or a hole): it goes, as `AUnmapped` says.
+            unmap(a, len);
             return Exchange::AUnmapped;
         }
     }

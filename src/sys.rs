@@ -25,11 +25,9 @@ const PROT_READ_WRITE: usize = 0x1 | 0x2;
 const MAP_PRIVATE: usize = 0x02;
 const MAP_ANONYMOUS: usize = 0x20;
 const MAP_NORESERVE: usize = 0x4000;
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 const MAP_FIXED_NOREPLACE: usize = 0x10_0000;
 const MREMAP_MAYMOVE: usize = 1;
 const MREMAP_FIXED: usize = 2;
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 const MREMAP_DONTUNMAP: usize = 4;
 const FUTEX_WAIT_PRIVATE: usize = 128;
 const FUTEX_WAKE_PRIVATE: usize = 1 | 128;
@@ -81,7 +79,6 @@ pub fn mmap_anon(len: usize) -> Result<NonNull<u8>, Errno> {
 /// `[addr, addr + len)` (`MAP_FIXED_NOREPLACE`; `EEXIST` if something
 /// is). A kernel older than 4.17 takes the address as a hint and may map
 /// elsewhere: that mapping is undone and `EEXIST` returned as well.
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub fn mmap_anon_at(addr: usize, len: usize) -> Result<NonNull<u8>, Errno> {
     // SAFETY: NOREPLACE never touches an existing mapping.
     let got = unsafe {
@@ -199,7 +196,6 @@ unsafe fn mremap_fixed(
 /// `[addr, addr + len)` must lie in one private anonymous mapping owned by
 /// the caller, and `[target, target + len)` be a range the caller owns,
 /// disjoint from the source; it is replaced.
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub unsafe fn mremap_keep_source(
     addr: NonNull<u8>,
     len: usize,

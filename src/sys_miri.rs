@@ -61,7 +61,6 @@ pub fn mmap_anon(len: usize) -> Result<NonNull<u8>, Errno> {
 
 /// Refused: Miri cannot place a mapping (callers fall back to
 /// [`mmap_anon`]).
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub fn mmap_anon_at(_: usize, _: usize) -> Result<NonNull<u8>, Errno> {
     Err(Errno::EEXIST)
 }
@@ -106,7 +105,6 @@ pub unsafe fn mremap_to(_: NonNull<u8>, _: usize, _: usize, _: NonNull<u8>) -> R
 ///
 /// # Safety
 /// As in `sys.rs`.
-#[cfg_attr(not(feature = "hardened"), allow(dead_code))]
 pub unsafe fn mremap_keep_source(_: NonNull<u8>, _: usize, _: NonNull<u8>) -> Result<(), Errno> {
     Err(Errno::ENOSYS)
 }

@@ -144,7 +144,7 @@ unsafe fn settle(
             unsafe { put_locked(store, s, true) }
         }
         Exchange::BFrontLost => {
-            // The span is broken: it goes whole (its hole too).
+            // The span lost its front's pages: it goes whole.
             store.segmap.remove(s.base, s.len);
             // SAFETY: ours, in no list.
             unsafe { os::unmap(nonnull(s.base), s.len) };
