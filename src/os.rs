@@ -222,8 +222,8 @@ pub enum Exchange {
     /// Both ranges hold each other's pages.
     Done,
     /// `a`'s pages are at `b`, but `b`'s could not be put at `a`: `a` is
-    /// now unmapped.
-    AUnmapped,
+    /// mapped, empty (`b`'s front pages are lost).
+    AEmptied,
     /// The kernel refused: nothing changed.
     Unchanged,
     /// `a` is intact, but the front of `b` lost its pages (they could not
@@ -271,9 +271,8 @@ pub unsafe fn exchange_fronts(a: NonNull<u8>, b: NonNull<u8>, len: usize) -> Exc
         // Without DONTUNMAP: `tmp`'s range goes back to the kernel.
         if sys::mremap_to(tmp, len, len, a).is_err() {
             unmap(tmp, len);
-            // `a` is empty (or a hole): it goes, as `AUnmapped` says.
-            unmap(a, len);
-            return Exchange::AUnmapped;
+            refill(a, len);
+            return Exchange::AEmptied;
         }
     }
     Exchange::Done

@@ -442,36 +442,33 @@ mod quarantine {
         unsafe { syscalls::syscall!(syscalls::Sysno::munmap, p, len) }.unwrap()
     }
 
+    /// [`gather_rounds`] on a thread of its own, then the instance's
+    /// checks; what moved is counted where it went: after `trim` nothing
+    /// is left over.
+    fn gathers<I: InstanceExt + GlobalAlloc + Copy + Send + 'static>(i: I, blocked: bool) {
+        std::thread::spawn(move || gather_rounds(i, blocked))
+            .join()
+            .unwrap();
+        i.check().unwrap();
+        i.trim();
+        let s = i.stats();
+        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
+    }
+
     #[test]
     fn pages_of_several_freed_blocks_serve_a_larger_one() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-        if !moves_runs("pages_of_several_freed_blocks_serve_a_larger_one") {
-            return;
+        if moves_runs("pages_of_several_freed_blocks_serve_a_larger_one") {
+            gathers(Gathered, false);
         }
-        std::thread::spawn(|| gather_rounds(Gathered, false))
-            .join()
-            .unwrap();
-        Gathered.check().unwrap();
-        // What moved is counted where it went: nothing is left over.
-        Gathered.trim();
-        let s = Gathered.stats();
-        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
     }
 
     #[test]
     fn pages_gather_when_nothing_is_free_beside_them() {
         let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
-        if !moves_runs("pages_gather_when_nothing_is_free_beside_them") {
-            return;
+        if moves_runs("pages_gather_when_nothing_is_free_beside_them") {
+            gathers(GatheredMoved, true);
         }
-        std::thread::spawn(|| gather_rounds(GatheredMoved, true))
-            .join()
-            .unwrap();
-        GatheredMoved.check().unwrap();
-        // What moved is counted where it went: nothing is left over.
-        GatheredMoved.trim();
-        let s = GatheredMoved.stats();
-        assert_eq!((s.mapped, s.committed), (s.meta, s.meta), "{s:?}");
     }
 
     /// A block that a moving `realloc` cuts from a warm span does not

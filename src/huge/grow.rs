@@ -70,7 +70,7 @@ pub(super) unsafe fn grow(
     if let Some(v) = evicted {
         store.release_span(v);
     }
-    let moved = matches!(done, Exchange::Done | Exchange::AUnmapped);
+    let moved = matches!(done, Exchange::Done | Exchange::AEmptied);
     if moved {
         // The live blocks grew: the warm spans' bound shrinks by as much
         // (a fresh span's pages are faulted in as the block fills, while
@@ -100,7 +100,7 @@ unsafe fn settle(
 ) -> Option<Span> {
     let old = h as usize;
     match done {
-        Exchange::Done | Exchange::AUnmapped => {
+        Exchange::Done | Exchange::AEmptied => {
             let b = s.base as *mut HugeHeader;
             // SAFETY: the block's header came with its pages.
             let (m, instance) = unsafe {
@@ -113,10 +113,12 @@ unsafe fn settle(
                 .stats
                 .huge_bytes
                 .fetch_add(s.len - m, Ordering::Relaxed);
-            if done == Exchange::AUnmapped {
-                // The span's front pages are gone; the block's old place is
-                // a hole.
+            if done == Exchange::AEmptied {
+                // The span's front pages are gone; the block's old place,
+                // empty, goes too.
                 store.segmap.remove(old, m);
+                // SAFETY: ours, empty, in no list.
+                unsafe { os::unmap(nonnull(old), m) };
                 store.uncharge(m);
                 store.decommit(m);
                 return None;
@@ -221,8 +223,9 @@ pub enum Moved {
 /// it, the guard page after the header splits the mapping, so only the
 /// block's pages move.
 ///
-/// The swap is made only if `to` came with warm pages (see
-/// [`HugeHeader::warm`]): a fresh block's front holds none worth keeping.
+/// The swap is [`os::exchange_fronts`], made only if `to` came with warm
+/// pages (see [`HugeHeader::warm`]): a fresh block's front holds none
+/// worth keeping.
 ///
 /// [`Moved::No`] if the kernel refuses (older than Linux 6.17, see
 /// [`os::moves_mapping_runs`], or out of mappings or address space): the
@@ -237,7 +240,6 @@ pub enum Moved {
 /// the caller, each with at least `len` bytes to the end of its mapping;
 /// `to`'s first `len` bytes (rounded up to a page) hold nothing yet.
 pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> Moved {
-    use crate::sys::{mremap_keep_source, mremap_to};
     // After one move a block spans two kernel mappings, which an older
     // kernel cannot move again (see `os::moves_mapping_runs`): there the
     // caller copies.
@@ -259,44 +261,26 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> Moved {
     // `segment_of(to)`, as for every huge block.
     let warm = unsafe { (*crate::segment::segment_of(to.as_ptr()).cast::<HugeHeader>()).warm > 0 };
     // SAFETY: per contract both ranges are ours, disjoint (distinct
-    // mappings) and private anonymous memory; `tmp` is a reservation of
-    // ours. Each move leaves its source mapped (empty), and a refused one
-    // has its target mapped again.
+    // mappings) and private anonymous memory; a refused move leaves no
+    // hole in either (`refill`).
     unsafe {
         // The data alone into `to` (its front pages are dropped).
-        let plain = || match mremap_keep_source(from, len, to) {
+        let plain = || match crate::sys::mremap_keep_source(from, len, to) {
             Ok(()) => Moved::Emptied,
             Err(_) => {
                 os::refill(to, len);
                 Moved::No
             }
         };
-        let tmp = if warm {
-            crate::sys::mmap_reserve(len).ok()
-        } else {
-            None
-        };
-        let Some(tmp) = tmp else {
-            return plain();
-        };
-        if mremap_keep_source(to, len, tmp).is_err() {
-            os::unmap(tmp, len);
+        if !warm {
             return plain();
         }
-        if mremap_keep_source(from, len, to).is_err() {
-            // `to`'s front back where it was.
-            if mremap_to(tmp, len, len, to).is_err() {
-                os::unmap(tmp, len);
-                os::refill(to, len);
-            }
-            return Moved::No;
-        }
-        // Without DONTUNMAP: `tmp`'s range goes back to the kernel.
-        if mremap_to(tmp, len, len, from).is_err() {
-            os::unmap(tmp, len);
-            os::refill(from, len);
-            return Moved::Emptied;
+        match os::exchange_fronts(from, to, len) {
+            Exchange::Done => Moved::Swapped,
+            Exchange::AEmptied => Moved::Emptied,
+            // `to`'s front is mapped again, empty: the caller copies.
+            Exchange::BFrontLost => Moved::No,
+            Exchange::Unchanged => plain(),
         }
     }
-    Moved::Swapped
 }
