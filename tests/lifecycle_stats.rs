@@ -85,6 +85,7 @@ fn check(p: *const u8, len: usize, seed: u8) {
 emma::emma_instance!(Counted);
 emma::emma_instance!(Bystander);
 emma::emma_instance!(Remote);
+emma::emma_instance!(Sent);
 emma::emma_instance!(Shown);
 emma::emma_instance!(Child);
 
@@ -246,6 +247,60 @@ fn heaps_and_remote_frees_are_counted() {
         s.segments, 0,
         "each thread trimmed after its blocks came back: {s:?}"
     );
+}
+
+/// A thread's remote frees reach their owner without a `trim`: the chain
+/// the freeing thread keeps goes out on one of its own slow paths once a
+/// tick passed, while the thread lives and keeps allocating.
+#[test]
+fn remote_frees_go_out_on_the_freeing_threads_slow_paths() {
+    const BLOCKS: usize = 10;
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let blocks: Vec<usize> = (0..BLOCKS)
+        .map(|_| unsafe { Sent.alloc(layout) } as usize)
+        .collect();
+    assert!(blocks.iter().all(|&p| p != 0));
+    let freed = Arc::new(Barrier::new(2));
+    let checked = Arc::new(Barrier::new(2));
+    let freer = {
+        let (freed, checked) = (freed.clone(), checked.clone());
+        std::thread::spawn(move || {
+            // A heap of its own first: a thread without one sends each
+            // block at once.
+            let mine = unsafe { Sent.alloc(layout) };
+            // Ten blocks of one page: one chain, short of full.
+            for p in blocks {
+                unsafe { Sent.dealloc(p as *mut u8, layout) };
+            }
+            // Slow paths for 20 ms (every refill of a page's free list is
+            // one), and nothing else that would send the chain.
+            let sizes: Vec<Layout> = (4..12)
+                .map(|s| Layout::from_size_align(1 << s, 8).unwrap())
+                .collect();
+            let start = std::time::Instant::now();
+            while start.elapsed() < std::time::Duration::from_millis(20) {
+                let v: Vec<(usize, Layout)> = sizes
+                    .iter()
+                    .flat_map(|&l| (0..8).map(move |_| (unsafe { Sent.alloc(l) } as usize, l)))
+                    .collect();
+                for (p, l) in v {
+                    unsafe { Sent.dealloc(p as *mut u8, l) };
+                }
+            }
+            freed.wait();
+            // Alive (its heap not collected) until the owner has looked.
+            checked.wait();
+            unsafe { Sent.dealloc(mine, layout) };
+        })
+    };
+    freed.wait();
+    // The owner takes its inbox (trim drains it; it sends nothing of the
+    // other thread's).
+    Sent.trim();
+    let s = Sent.stats();
+    checked.wait();
+    freer.join().unwrap();
+    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
 }
 
 /// `Display` writes every figure of the snapshot.

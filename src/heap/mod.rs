@@ -10,6 +10,7 @@
 //!     Heap::alloc_slow(heap, class)      #[cold]
 //!       drain_remote                     free blocks other threads sent us
 //!       maybe_tick                       now and then (one rdtsc otherwise):
+//!                                        send our pending remote frees,
 //!                                        purge our free slices after the
 //!                                        delay; instance: purge cached
 //!                                        segments, collect exited threads'
@@ -362,18 +363,15 @@ impl Heap {
         }
     }
 
-    /// What every slow path of the owner does: send pending remote frees,
-    /// take the ones received, and now and then purge (see `trim`).
+    /// What every slow path of the owner does: take the remote frees
+    /// received and, once a tick, send the ones pending and purge (see
+    /// `trim`).
     ///
     /// # Safety
     /// The calling thread owns `h`, a real heap, inside `set_busy`.
     unsafe fn upkeep(h: *mut Heap) {
         // SAFETY: per contract.
         unsafe {
-            // Nothing to send is the common case: no call then.
-            if (*h).pending_mask | (*h).out_mask != 0 {
-                Heap::flush_remote(h);
-            }
             Heap::drain_remote(h);
             Heap::maybe_tick(h);
         }

@@ -5,8 +5,8 @@
 //! (a few chains pending at once, one per page, in a small table of its own
 //! heap), with the page's own free-list links, exactly as they will lie on
 //! the page's `local_free`. A full chain (or one displaced from its table
-//! slot, or any chain on the freeing thread's next slow path) is sent to
-//! the owner as one message: its oldest block, which carries the inbox
+//! slot, or any chain once a tick, about 0.3 ms, on the freeing thread's
+//! slow path: see `Heap::tick`) is sent to the owner as one message: its oldest block, which carries the inbox
 //! link and a packed word with the chain's newest block and length.
 //! Messages to one owner are gathered into an outgoing batch (one per
 //! recent owner, [`OUT_SLOTS`] at once), pushed onto the owner's `remote`
