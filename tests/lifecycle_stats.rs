@@ -86,6 +86,7 @@ emma::emma_instance!(Counted);
 emma::emma_instance!(Bystander);
 emma::emma_instance!(Remote);
 emma::emma_instance!(Sent);
+emma::emma_instance!(Stranded);
 emma::emma_instance!(Shown);
 emma::emma_instance!(Child);
 
@@ -300,6 +301,31 @@ fn remote_frees_go_out_on_the_freeing_threads_slow_paths() {
     let s = Sent.stats();
     checked.wait();
     freer.join().unwrap();
+    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
+}
+
+/// The remote frees an exited thread still held reach their owner when its
+/// heap is collected, even when that heap had given back every segment.
+#[test]
+fn remote_frees_of_an_exited_thread_without_segments_are_collected() {
+    const BLOCKS: usize = 10;
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let blocks: Vec<usize> = (0..BLOCKS)
+        .map(|_| unsafe { Stranded.alloc(layout) } as usize)
+        .collect();
+    std::thread::spawn(move || {
+        // A heap of its own, then no segment left in it.
+        unsafe { Stranded.dealloc(Stranded.alloc(layout), layout) };
+        Stranded.trim();
+        for p in blocks {
+            unsafe { Stranded.dealloc(p as *mut u8, layout) };
+        }
+    })
+    .join()
+    .unwrap();
+    // Collects the exited thread's heap, then takes our inbox.
+    Stranded.trim();
+    let s = Stranded.stats();
     assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
 }
 

@@ -156,12 +156,15 @@ pub struct Heap {
     pub next_heap: *mut Heap,
     /// Chains of remote frees into other heaps' pages, not yet sent.
     pending: [Pending; PENDING_SLOTS],
-    /// Bit `i` set: `pending[i]` holds a chain.
-    pending_mask: u32,
+    /// Bit `i` set: `pending[i]` holds a chain. Written by the owner
+    /// only, read by sweeps ([`Heap::has_work`]): an atomic used with plain
+    /// loads and stores.
+    pending_mask: AtomicU32,
     /// Outgoing batches of messages, one per recent destination heap.
     out: [Outgoing; OUT_SLOTS],
-    /// Bit `i` set: `out[i]` holds a batch.
-    out_mask: u32,
+    /// Bit `i` set: `out[i]` holds a batch (written and read as
+    /// `pending_mask`).
+    out_mask: AtomicU32,
     /// Recently freed blocks and the zero-size region (`hardened`).
     pub quarantine: Quarantine,
     /// Time-stamp counter of the heap's last look at the clock
@@ -224,9 +227,9 @@ impl Heap {
             segments: ptr::null_mut(),
             next_heap: ptr::null_mut(),
             pending: [Pending::EMPTY; PENDING_SLOTS],
-            pending_mask: 0,
+            pending_mask: AtomicU32::new(0),
             out: [Outgoing::EMPTY; OUT_SLOTS],
-            out_mask: 0,
+            out_mask: AtomicU32::new(0),
             quarantine: Quarantine::new(),
             tick_cycles: 0,
             purge_at: 0,
@@ -482,9 +485,9 @@ impl Heap {
             (*h).quarantine = fresh.quarantine;
             (*h).purge_at = 0;
             (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
-            (*h).pending_mask = 0;
+            (*h).pending_mask.store(0, Ordering::Relaxed);
             (*h).out = [Outgoing::EMPTY; OUT_SLOTS];
-            (*h).out_mask = 0;
+            (*h).out_mask.store(0, Ordering::Relaxed);
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
         }

@@ -14,6 +14,7 @@
 use super::Heap;
 use crate::segment::Page;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Blocks in the ring.
 const SLOTS: usize = if crate::keys::ENABLED { 32 } else { 0 };
@@ -26,6 +27,9 @@ pub const BLOCK_MAX: usize = 16 << 10;
 pub struct Quarantine {
     slots: [*mut u8; SLOTS],
     next: usize,
+    /// Whether a block was admitted since the last [`flush`]: read by
+    /// sweeps ([`Heap::has_work`]), since the blocks may be other heaps'.
+    pub filled: AtomicBool,
     /// The heap's zero-size region (null until the first `malloc(0)`).
     pub zero: *mut u8,
     /// Where the next zero-size slot search starts (a bitmap word index).
@@ -38,6 +42,7 @@ impl Quarantine {
         Quarantine {
             slots: [ptr::null_mut(); SLOTS],
             next: 0,
+            filled: AtomicBool::new(false),
             zero: ptr::null_mut(),
             zero_cursor: 0,
         }
@@ -84,6 +89,7 @@ pub unsafe fn admit(h: *mut Heap, p: *mut u8) -> *mut u8 {
         let old = *q.slots.get_unchecked(i);
         *q.slots.get_unchecked_mut(i) = p;
         q.next = (i + 1) & SLOTS.wrapping_sub(1);
+        q.filled.store(true, Ordering::Relaxed);
         old
     }
 }
@@ -95,6 +101,8 @@ pub unsafe fn admit(h: *mut Heap, p: *mut u8) -> *mut u8 {
 pub unsafe fn flush(h: *mut Heap) {
     // SAFETY: per contract.
     let slots = unsafe { &mut (*h).quarantine.slots };
+    // SAFETY: per contract.
+    unsafe { (*h).quarantine.filled.store(false, Ordering::Relaxed) };
     for slot in slots.iter_mut() {
         let p = core::mem::replace(slot, ptr::null_mut());
         if !p.is_null() {

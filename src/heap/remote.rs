@@ -140,7 +140,26 @@ fn pack(newest: *mut Block, count: u32) -> usize {
     (off << 32) | count as usize
 }
 
+/// Sets (`on`) or clears bit `i` of one of a heap's masks of pending
+/// chains and outgoing batches: only the owner writes them, so a load and
+/// a store (other threads only read them).
+#[inline(always)]
+fn set_bit(mask: &AtomicU32, i: usize, on: bool) {
+    let m = mask.load(Ordering::Relaxed);
+    mask.store(
+        if on { m | 1 << i } else { m & !(1 << i) },
+        Ordering::Relaxed,
+    );
+}
+
 impl Heap {
+    /// Whether the heap holds remote frees not sent yet: chains or
+    /// outgoing batches.
+    #[inline]
+    pub fn holds_remote(&self) -> bool {
+        self.pending_mask.load(Ordering::Relaxed) | self.out_mask.load(Ordering::Relaxed) != 0
+    }
+
     /// Sends block `p` to heap `owner` from another thread: adds it to the
     /// calling thread's pending chain for `p`'s page, or starts one.
     ///
@@ -202,7 +221,7 @@ impl Heap {
                 oldest: b,
                 count: 1,
             };
-            (*me).pending_mask |= 1 << i;
+            set_bit(&(*me).pending_mask, i, true);
             (*me).set_busy(false);
         }
     }
@@ -214,12 +233,12 @@ impl Heap {
     pub unsafe fn flush_remote(h: *mut Heap) {
         // SAFETY: per contract (the empty heap's mask is 0).
         unsafe {
-            let mut mask = (*h).pending_mask;
+            let mut mask = (*h).pending_mask.load(Ordering::Relaxed);
             while mask != 0 {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);
                 mask &= mask - 1;
             }
-            let mut mask = (*h).out_mask;
+            let mut mask = (*h).out_mask.load(Ordering::Relaxed);
             while mask != 0 {
                 Heap::flush_out(h, mask.trailing_zeros() as usize);
                 mask &= mask - 1;
@@ -242,7 +261,7 @@ impl Heap {
             let owner = Heap::of(owner_of(segment_of(s.oldest.cast())));
             Heap::post(h, owner, s.page, s.newest, s.oldest, s.count);
             *(*h).pending.get_unchecked_mut(i) = Pending::EMPTY;
-            (*h).pending_mask &= !(1 << i);
+            set_bit(&(*h).pending_mask, i, false);
         }
     }
 
@@ -303,7 +322,7 @@ impl Heap {
                 }
             }
             Heap::flush_out(h, i);
-            (*h).out_mask |= 1 << i;
+            set_bit(&(*h).out_mask, i, true);
             oldest.cast::<usize>().add(1).write(packed);
             let room = ((*page).block_size as usize / 16).saturating_sub(1);
             let cap = if crate::keys::ENABLED {
@@ -353,7 +372,7 @@ impl Heap {
                 Heap::push(b.dest, b.array.cast(), b.array.cast());
             }
             *o = Outgoing::EMPTY;
-            (*h).out_mask &= !(1 << i);
+            set_bit(&(*h).out_mask, i, false);
         }
     }
 

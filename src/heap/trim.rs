@@ -39,7 +39,7 @@ impl Heap {
     unsafe fn tick(h: *mut Heap) {
         // SAFETY: per contract of `maybe_tick`.
         unsafe {
-            if (*h).pending_mask | (*h).out_mask != 0 {
+            if (*h).holds_remote() {
                 Heap::flush_remote(h);
             }
             let src = (*h).source();
@@ -201,10 +201,14 @@ impl Heap {
         }
     }
 
-    /// Whether the heap may hold memory to give back: segments, or blocks
-    /// other threads sent it. Read by other threads (atomics only).
+    /// Whether the heap may hold memory to give back: segments, blocks
+    /// other threads sent it, or blocks of other heaps it has not sent yet
+    /// (chains, batches, the quarantine). Read by other threads (atomics
+    /// only).
     pub fn has_work(&self) -> bool {
         self.stats.segments.load(Ordering::Relaxed) != 0
             || !self.remote.load(Ordering::Relaxed).is_null()
+            || self.holds_remote()
+            || self.quarantine.filled.load(Ordering::Relaxed)
     }
 }

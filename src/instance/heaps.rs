@@ -419,11 +419,13 @@ impl InstanceState {
         if tls {
             self.tls.store(true, Ordering::Relaxed);
         }
+        // Exited threads' heaps first: the blocks of ours they still held
+        // come back to our inbox, which our own trim then takes.
+        self.collect_abandoned(tls, self.store.clock.now(), true);
         if !Heap::is_empty_heap(h) {
             // SAFETY: per contract.
             unsafe { Heap::trim(h) };
         }
-        self.collect_abandoned(tls, self.store.clock.now(), true);
         self.store.drain_caches();
     }
 }
