@@ -87,6 +87,7 @@ emma::emma_instance!(Bystander);
 emma::emma_instance!(Remote);
 emma::emma_instance!(Sent);
 emma::emma_instance!(Stranded);
+emma::emma_instance!(Heaped);
 emma::emma_instance!(Shown);
 emma::emma_instance!(Child);
 
@@ -299,6 +300,43 @@ fn remote_frees_go_out_on_the_freeing_threads_slow_paths() {
     // other thread's).
     Sent.trim();
     let s = Sent.stats();
+    checked.wait();
+    freer.join().unwrap();
+    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
+}
+
+/// Once a thread holds more than 64 KiB of other heaps' blocks, its next
+/// slow path sends them, without waiting for a tick.
+#[test]
+fn remote_frees_past_64_kib_go_out_on_the_next_slow_path() {
+    // 120 KiB, larger than `hardened`'s quarantine takes.
+    const BLOCKS: usize = 6;
+    let layout = Layout::from_size_align(20 << 10, 8).unwrap();
+    let blocks: Vec<usize> = (0..BLOCKS)
+        .map(|_| unsafe { Heaped.alloc(layout) } as usize)
+        .collect();
+    let freed = Arc::new(Barrier::new(2));
+    let checked = Arc::new(Barrier::new(2));
+    let freer = {
+        let (freed, checked) = (freed.clone(), checked.clone());
+        std::thread::spawn(move || {
+            // The heap's first slow path, and with it its first tick.
+            let mine = unsafe { Heaped.alloc(layout) };
+            for p in blocks {
+                unsafe { Heaped.dealloc(p as *mut u8, layout) };
+            }
+            // One slow path, microseconds later: a class never used.
+            let other = Layout::from_size_align(48, 8).unwrap();
+            let q = unsafe { Heaped.alloc(other) };
+            freed.wait();
+            checked.wait();
+            unsafe { Heaped.dealloc(q, other) };
+            unsafe { Heaped.dealloc(mine, layout) };
+        })
+    };
+    freed.wait();
+    Heaped.trim();
+    let s = Heaped.stats();
     checked.wait();
     freer.join().unwrap();
     assert_eq!(s.remote_frees, BLOCKS, "{s:?}");

@@ -160,6 +160,9 @@ pub struct Heap {
     /// only, read by sweeps ([`Heap::has_work`]): an atomic used with plain
     /// loads and stores.
     pending_mask: AtomicU32,
+    /// Bytes of other heaps' blocks freed since the last
+    /// [`Heap::flush_remote`] (see [`remote::HELD_MAX`]).
+    held: usize,
     /// Outgoing batches of messages, one per recent destination heap.
     out: [Outgoing; OUT_SLOTS],
     /// Bit `i` set: `out[i]` holds a batch (written and read as
@@ -228,6 +231,7 @@ impl Heap {
             next_heap: ptr::null_mut(),
             pending: [Pending::EMPTY; PENDING_SLOTS],
             pending_mask: AtomicU32::new(0),
+            held: 0,
             out: [Outgoing::EMPTY; OUT_SLOTS],
             out_mask: AtomicU32::new(0),
             quarantine: Quarantine::new(),
@@ -375,6 +379,9 @@ impl Heap {
     unsafe fn upkeep(h: *mut Heap) {
         // SAFETY: per contract.
         unsafe {
+            if (*h).held >= remote::HELD_MAX {
+                Heap::flush_remote(h);
+            }
             Heap::drain_remote(h);
             Heap::maybe_tick(h);
         }
@@ -486,6 +493,7 @@ impl Heap {
             (*h).purge_at = 0;
             (*h).pending = [Pending::EMPTY; PENDING_SLOTS];
             (*h).pending_mask.store(0, Ordering::Relaxed);
+            (*h).held = 0;
             (*h).out = [Outgoing::EMPTY; OUT_SLOTS];
             (*h).out_mask.store(0, Ordering::Relaxed);
             (*h).stats.pages.store(0, Ordering::Relaxed);

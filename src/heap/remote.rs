@@ -4,10 +4,12 @@
 //! its cache: it links consecutive frees into the same page into a *chain*
 //! (a few chains pending at once, one per page, in a small table of its own
 //! heap), with the page's own free-list links, exactly as they will lie on
-//! the page's `local_free`. A full chain (or one displaced from its table
-//! slot, or any chain once a tick, about 0.3 ms, on the freeing thread's
-//! slow path: see `Heap::tick`) is sent to the owner as one message: its oldest block, which carries the inbox
-//! link and a packed word with the chain's newest block and length.
+//! the page's `local_free`. A full chain, or one displaced from its table
+//! slot, is sent to the owner as one message: its oldest block, which
+//! carries the inbox link and a packed word with the chain's newest block
+//! and length. The others go out on the freeing thread's slow path once
+//! they hold [`HELD_MAX`] bytes, or once a tick (about 0.3 ms; see
+//! `Heap::tick`).
 //! Messages to one owner are gathered into an outgoing batch (one per
 //! recent owner, [`OUT_SLOTS`] at once), pushed onto the owner's `remote`
 //! inbox with one CAS. When the batch's first message has room past its
@@ -51,6 +53,11 @@ const _: () = assert!(CHAIN_MAX as usize <= COUNT_MASK && OUT_MAX < 1 << 15);
 /// back at least this often, and the sender holds at most
 /// `PENDING_SLOTS * CHAIN_MAX` blocks of other heaps.
 pub const CHAIN_MAX: u32 = 32;
+
+/// Bytes of other heaps' blocks a heap may hold (freed since it last sent
+/// its chains and batches) before its next slow path sends them all; else
+/// they go out once a tick (see `Heap::tick`).
+pub const HELD_MAX: usize = 64 << 10;
 
 /// Messages a heap gathers into one outgoing batch before one CAS.
 pub const OUT_MAX: u32 = 32;
@@ -190,6 +197,7 @@ impl Heap {
                 Block::set_next(b, (*slot).newest, keys);
                 (*slot).newest = b;
                 (*slot).count += 1;
+                (*me).held += (*page).block_size as usize;
                 return;
             }
             Heap::free_remote_slow(me, owner, page, b);
@@ -213,6 +221,7 @@ impl Heap {
             // new one must not leave a heap that looks reusable in the
             // child and would send the old chain again.
             (*me).set_busy(true);
+            (*me).held += (*page).block_size as usize;
             let i = slot_of(page);
             Heap::send_slot(me, i);
             *(*me).pending.get_unchecked_mut(i) = Pending {
@@ -233,6 +242,7 @@ impl Heap {
     pub unsafe fn flush_remote(h: *mut Heap) {
         // SAFETY: per contract (the empty heap's mask is 0).
         unsafe {
+            (*h).held = 0;
             let mut mask = (*h).pending_mask.load(Ordering::Relaxed);
             while mask != 0 {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);
