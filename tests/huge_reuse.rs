@@ -220,7 +220,7 @@ mod reuse {
 
     /// A malloc-large-style loop: a few blocks of 1-32 MiB live at once,
     /// replaced at random. The cache keeps memory and mappings bounded (the
-    /// memory by the live blocks' peak, plus 16 MiB of warm spans and the
+    /// memory by the live blocks' peak, plus 32 MiB of warm spans and the
     /// header pages of purged ones) and the figures exact.
     #[test]
     fn a_churn_of_large_blocks_stays_bounded() {
@@ -251,7 +251,7 @@ mod reuse {
             max_extra = max_extra.max(extra);
             assert!(extra <= 512 * MIB + 32 * MIB, "cache over its bound: {s:?}");
             assert!(
-                s.committed <= peak.max(s.huge_bytes) + s.meta + 16 * MIB + 64 * PAGE,
+                s.committed <= peak.max(s.huge_bytes) + s.meta + 32 * MIB + 64 * PAGE,
                 "too much warm memory (live peak {peak}): {s:?}"
             );
         }

@@ -23,7 +23,16 @@ use core::sync::atomic::Ordering;
 const CACHE_BYTES_MAX: usize = 512 << 20;
 /// Memory that warm spans may always hold, however close the live huge
 /// blocks are to their peak.
-const WARM_BYTES_MIN: usize = 16 << 20;
+///
+/// malloc-large (six live blocks of 1-32 MiB, one replaced at random each
+/// step) over twelve seeds: with 16 MiB, 105,000-143,000 page faults
+/// (mean 115,000) and a peak RSS of 219-245 MiB (mean 232); with 32 MiB,
+/// 62,000-99,000 faults (mean 76,000) and 214-256 MiB (mean 230), in
+/// 0.6-0.8x the time. The peak does not grow with the floor: a span
+/// purged to stay within a small floor is soon faulted back in by the
+/// next large block. 48 MiB took fewer faults still but raised
+/// realloc-growth's peak from 318 to 339 MiB; 32 MiB left it at 318.
+const WARM_BYTES_MIN: usize = 32 << 20;
 /// Warm spans are purged once huge frees have paused for this many purge
 /// delays. Not counted per span: a program that keeps replacing big
 /// buffers reuses its spans some milliseconds apart (more than the delay
