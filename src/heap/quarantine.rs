@@ -82,14 +82,15 @@ pub unsafe fn admit(h: *mut Heap, p: *mut u8) -> *mut u8 {
     if SLOTS == 0 {
         return p;
     }
-    // SAFETY: per contract the heap and its ring are ours.
+    // SAFETY: per contract the heap and its ring are ours. No `&mut` to
+    // the whole quarantine: a sweep may read `filled` meanwhile.
     unsafe {
-        let q = &mut (*h).quarantine;
-        let i = q.next;
-        let old = *q.slots.get_unchecked(i);
-        *q.slots.get_unchecked_mut(i) = p;
-        q.next = (i + 1) & SLOTS.wrapping_sub(1);
-        q.filled.store(true, Ordering::Relaxed);
+        let q = ptr::addr_of_mut!((*h).quarantine);
+        let i = (*q).next;
+        let old = *(*q).slots.get_unchecked(i);
+        *(*q).slots.get_unchecked_mut(i) = p;
+        (*q).next = (i + 1) & SLOTS.wrapping_sub(1);
+        (*q).filled.store(true, Ordering::Relaxed);
         old
     }
 }

@@ -242,7 +242,10 @@ impl Heap {
     pub unsafe fn flush_remote(h: *mut Heap) {
         // SAFETY: per contract (the empty heap's mask is 0).
         unsafe {
-            (*h).held = 0;
+            // (Never written in the empty heap, a static all threads share.)
+            if (*h).held != 0 {
+                (*h).held = 0;
+            }
             let mut mask = (*h).pending_mask.load(Ordering::Relaxed);
             while mask != 0 {
                 Heap::send_slot(h, mask.trailing_zeros() as usize);

@@ -43,9 +43,7 @@ impl Heap {
     unsafe fn tick(h: *mut Heap) {
         // SAFETY: per contract of `maybe_tick`.
         unsafe {
-            if (*h).holds_remote() {
-                Heap::flush_remote(h);
-            }
+            Heap::flush_remote(h);
             let src = (*h).source();
             let now = src.store().clock.now();
             Heap::purge_idle(h, now);
@@ -205,13 +203,18 @@ impl Heap {
         }
     }
 
+    /// Whether other threads sent the heap blocks it has not taken yet.
+    pub fn has_inbox(&self) -> bool {
+        !self.remote.load(Ordering::Relaxed).is_null()
+    }
+
     /// Whether the heap may hold memory to give back: segments, blocks
     /// other threads sent it, or blocks of other heaps it has not sent yet
     /// (chains, batches, the quarantine). Read by other threads (atomics
     /// only).
     pub fn has_work(&self) -> bool {
         self.stats.segments.load(Ordering::Relaxed) != 0
-            || !self.remote.load(Ordering::Relaxed).is_null()
+            || self.has_inbox()
             || self.holds_remote()
             || self.quarantine.filled.load(Ordering::Relaxed)
     }

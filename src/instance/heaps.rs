@@ -419,10 +419,17 @@ impl InstanceState {
         if tls {
             self.tls.store(true, Ordering::Relaxed);
         }
-        // Exited threads' heaps first: the blocks of ours they still held
-        // come back to our inbox, which our own trim then takes.
+        let own = !Heap::is_empty_heap(h);
+        if own {
+            // Sends what we hold of other heaps (exited threads' among
+            // them, before their collection below) and takes our inbox.
+            // SAFETY: per contract.
+            unsafe { Heap::trim(h) };
+        }
         self.collect_abandoned(tls, self.store.clock.now(), true);
-        if !Heap::is_empty_heap(h) {
+        // SAFETY: per contract `h` is ours.
+        if own && unsafe { (*h).has_inbox() } {
+            // What the exited threads' heaps still held of ours.
             // SAFETY: per contract.
             unsafe { Heap::trim(h) };
         }
