@@ -26,7 +26,7 @@ const CACHE_BYTES_MAX: usize = 512 << 20;
 ///
 /// malloc-large (six live blocks of 1-32 MiB, one replaced at random each
 /// step) over twelve seeds: with 16 MiB, 105,000-143,000 page faults
-/// (mean 115,000) and a peak RSS of 219-245 MiB (mean 232); with 32 MiB,
+/// (mean 115,000) and a peak RSS of 219-245 MiB (mean 230); with 32 MiB,
 /// 62,000-99,000 faults (mean 76,000) and 214-256 MiB (mean 230), in
 /// 0.6-0.8x the time. The peak does not grow with the floor: a span
 /// purged to stay within a small floor is soon faulted back in by the
