@@ -5,7 +5,7 @@
 //! [`crate::harden`] for what the feature does with them.
 
 /// A free-list key (zero without `hardened`): one word, so it fits in
-/// the 64-byte page entry; the rotation/offset and XOR halves of the
+/// the first line of the page entry; the rotation/offset and XOR halves of the
 /// encoding are derived from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Keys {

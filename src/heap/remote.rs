@@ -134,7 +134,8 @@ impl Pending {
 #[inline(always)]
 fn slot_of(page: *mut Page) -> usize {
     let a = page as usize;
-    ((a >> 6) ^ (a >> crate::segment::SEGMENT_SHIFT)) & (PENDING_SLOTS - 1)
+    ((a >> crate::segment::ENTRY_SIZE.trailing_zeros()) ^ (a >> crate::segment::SEGMENT_SHIFT))
+        & (PENDING_SLOTS - 1)
 }
 
 /// A message's second word: the chain's newest block as an offset in its

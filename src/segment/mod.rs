@@ -48,6 +48,10 @@ pub const SLICE_SHIFT: u32 = 16;
 pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 /// Slices per segment; slice 0 is the metadata.
 pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
+/// log2 of [`ENTRY_SIZE`].
+const ENTRY_SHIFT: u32 = 7;
+/// Bytes of a slice's metadata entry ([`Page`]): two cache lines.
+pub const ENTRY_SIZE: usize = 1 << ENTRY_SHIFT;
 /// Blocks up to this size get single-slice pages (at least 8 blocks each).
 const SINGLE_SLICE_MAX_BLOCK: usize = SLICE_SIZE / 8;
 /// Larger blocks get pages of up to this many blocks...
@@ -107,8 +111,8 @@ pub fn segment_of(p: *mut u8) -> *mut SegmentHeader {
 /// A small segment: header, slice bookkeeping and page metadata, all in
 /// slice 0.
 ///
-/// The metadata entry of slice `i` ([`Segment::entry`]) sits `i * 64`
-/// bytes from the segment start, so the free fast path finds it from a
+/// The metadata entry of slice `i` ([`Segment::entry`]) sits
+/// `i * ENTRY_SIZE` (128) bytes from the segment start, so the free fast path finds it from a
 /// block address with a shift and a mask. Slice 0 holds no page; its place
 /// is taken by the fields before `pages` (whose [`SegmentHeader::owner`]
 /// doubles as entry 0's [`Page::tag`]).
@@ -156,8 +160,11 @@ const ALL_PAGE_SLICES: u64 = !1;
 const _: () = {
     assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
     // `page_of` indexes pages with a shift.
-    assert!(core::mem::size_of::<Page>() == 64);
-    // Entry `i` at `i * 64`, entry 0's tag is the segment's owner.
+    assert!(core::mem::size_of::<Page>() == ENTRY_SIZE);
+    // The owner's fields on the second line, the rest on the first.
+    assert!(core::mem::offset_of!(Page, free) == 64);
+    assert!(core::mem::offset_of!(Page, prev) < 64);
+    // Entry `i` at `i * ENTRY_SIZE`, entry 0's tag is the segment's owner.
     assert!(core::mem::offset_of!(Segment, pages) == core::mem::size_of::<Page>());
     assert!(core::mem::offset_of!(Segment, header) == 0);
     assert!(core::mem::offset_of!(Page, tag) == core::mem::offset_of!(SegmentHeader, owner));
@@ -376,7 +383,7 @@ impl Segment {
             .cast()
     }
 
-    /// The offset of `p`'s slice entry from its segment's start: 64 times
+    /// The offset of `p`'s slice entry from its segment's start: [`ENTRY_SIZE`] times
     /// its slice index. Zero for null and for a huge block (see
     /// [`Segment::slice_entry`]), never for a small block (slice 0 holds
     /// the metadata): `malloc_usable_size`'s fast path branches on it (on
@@ -384,7 +391,7 @@ impl Segment {
     #[inline(always)]
     pub fn slice_offset(p: *mut u8) -> usize {
         #[allow(unused_mut)]
-        let mut x = p as usize >> (SLICE_SHIFT - 6);
+        let mut x = p as usize >> (SLICE_SHIFT - ENTRY_SHIFT);
         // Hides the shift from the compiler, which would otherwise test
         // `p & 0x3f0000` for zero (a separate `test`) rather than branch
         // on the flags of the mask below. Pure: repeated computations of
@@ -394,7 +401,7 @@ impl Segment {
         unsafe {
             core::arch::asm!("/* {x} */", x = inout(reg) x, options(pure, nomem, nostack, preserves_flags));
         }
-        x & ((SLICES - 1) << 6)
+        x & ((SLICES - 1) << ENTRY_SHIFT)
     }
 
     /// Whether the tag of `p`'s slice entry ([`Segment::slice_entry`]) is

@@ -61,13 +61,24 @@ impl Block {
 /// - `free_is_zero` implies every block on `free` is zero past its link word;
 /// - `tag` is the owning heap while the page is on its heap's queue, else
 ///   [`slow_tag`] (see [`Page::tag`]).
-#[repr(C, align(64))]
+///
+/// Two cache lines: the first holds what any thread reads (the tag, the
+/// keys and sizes a remote free needs), written by the owner only when the
+/// page is set up, carved or (un)queued; the second what the owner writes
+/// on every allocation and local free. In one line, a consumer freeing a
+/// producer's blocks read the line the producer wrote on every pair, and
+/// it went back and forth between their cores.
+#[repr(C, align(128))]
 pub struct Page {
-    /// Free blocks, popped by the owner without atomics.
-    pub free: *mut Block,
-    /// Blocks freed by the owner (or spliced from remote frees) since
-    /// `free` was last refilled.
-    pub local_free: *mut Block,
+    /// Keys encoding this page's free-list links (`hardened`).
+    pub keys: Keys,
+    /// Block size in bytes (a class size); also set in the entries of a
+    /// page's other slices, for `usable_size`.
+    pub block_size: u32,
+    /// Blocks carved so far (carving is lazy: memory is touched on demand).
+    pub capacity: u16,
+    /// Blocks that fit in the page.
+    pub reserved: u16,
     /// The owning heap if this entry is the head of a page on its heap's
     /// queue, else [`slow_tag`]: the free fast path compares it with the
     /// calling thread's heap, which tests ownership, "not full" and "first
@@ -76,29 +87,28 @@ pub struct Page {
     /// (never used) entry of slice 0 reads as the segment's owner: for a
     /// huge segment, [`HUGE_OWNER`](super::owner::HUGE_OWNER), which is nobody's heap.
     pub tag: AtomicPtr<Owner>,
-    /// Blocks not on `local_free` (see above).
-    pub used: u32,
-    /// Block size in bytes (a class size); also set in the entries of a
-    /// page's other slices, for `usable_size`.
-    pub block_size: u32,
-    /// Blocks carved so far (carving is lazy: memory is touched on demand).
-    pub capacity: u16,
-    /// Blocks that fit in the page.
-    pub reserved: u16,
     /// Size class of the blocks.
     pub class: u8,
     /// Slices the page spans (0 for a slice that is not a page head).
     pub slice_count: u8,
-    /// Every block on `free` is zero except its link (fresh memory).
-    pub free_is_zero: bool,
     /// The page's memory was zero when the page was set up.
     pub fresh: bool,
-    /// Keys encoding this page's free-list links (`hardened`).
-    pub keys: Keys,
     /// Neighbours in the heap's queue for this class.
     pub next: *mut Page,
     /// See `next`.
     pub prev: *mut Page,
+    /// Up to the second line.
+    pub _line: [usize; 2],
+    /// Free blocks, popped by the owner without atomics (the second line
+    /// starts here).
+    pub free: *mut Block,
+    /// Blocks freed by the owner (or spliced from remote frees) since
+    /// `free` was last refilled.
+    pub local_free: *mut Block,
+    /// Blocks not on `local_free` (see above).
+    pub used: u32,
+    /// Every block on `free` is zero except its link (fresh memory).
+    pub free_is_zero: bool,
 }
 
 impl Page {
@@ -135,6 +145,7 @@ impl Page {
             keys: Keys { k: 0 },
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
+            _line: [0; 2],
         }
     }
 
