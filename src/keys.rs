@@ -5,8 +5,8 @@
 //! [`crate::harden`] for what the feature does with them.
 
 /// A free-list key (zero without `hardened`): one word, so it fits in
-/// the first line of the page entry; the rotation/offset and XOR halves of the
-/// encoding are derived from it.
+/// the first line of the page entry; the rotation/offset and XOR halves
+/// of the encoding are derived from it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Keys {
     /// The key.

@@ -257,58 +257,33 @@ fn heaps_and_remote_frees_are_counted() {
 /// tick passed, while the thread lives and keeps allocating.
 #[test]
 fn remote_frees_go_out_on_the_freeing_threads_slow_paths() {
+    // Ten blocks of one page: one chain, short of full.
     const BLOCKS: usize = 10;
     let layout = Layout::from_size_align(100, 8).unwrap();
-    let blocks: Vec<usize> = (0..BLOCKS)
-        .map(|_| unsafe { Sent.alloc(layout) } as usize)
-        .collect();
-    assert!(blocks.iter().all(|&p| p != 0));
-    let freed = Arc::new(Barrier::new(2));
-    let checked = Arc::new(Barrier::new(2));
-    let freer = {
-        let (freed, checked) = (freed.clone(), checked.clone());
-        std::thread::spawn(move || {
-            // A heap of its own first: a thread without one sends each
-            // block at once.
-            let mine = unsafe { Sent.alloc(layout) };
-            // Ten blocks of one page: one chain, short of full.
-            for p in blocks {
-                unsafe { Sent.dealloc(p as *mut u8, layout) };
-            }
-            // Slow paths for 20 ms (every refill of a page's free list is
-            // one), and nothing else that would send the chain.
-            let sizes: Vec<Layout> = (4..12)
-                .map(|s| Layout::from_size_align(1 << s, 8).unwrap())
+    let s = freed_by_another_thread(Sent, BLOCKS, layout, |_| {
+        // Slow paths for 20 ms (every refill of a page's free list is
+        // one), and nothing else that would send the chain.
+        let sizes: Vec<Layout> = (4..12)
+            .map(|s| Layout::from_size_align(1 << s, 8).unwrap())
+            .collect();
+        let churn = || {
+            let v: Vec<(usize, Layout)> = sizes
+                .iter()
+                .flat_map(|&l| (0..8).map(move |_| (unsafe { Sent.alloc(l) } as usize, l)))
                 .collect();
-            let churn = || {
-                let v: Vec<(usize, Layout)> = sizes
-                    .iter()
-                    .flat_map(|&l| (0..8).map(move |_| (unsafe { Sent.alloc(l) } as usize, l)))
-                    .collect();
-                for (p, l) in v {
-                    unsafe { Sent.dealloc(p as *mut u8, l) };
-                }
-            };
-            let start = std::time::Instant::now();
-            while start.elapsed() < std::time::Duration::from_millis(20) {
-                churn();
+            for (p, l) in v {
+                unsafe { Sent.dealloc(p as *mut u8, l) };
             }
-            // Slow paths at least 20 ms after the first: a tick is due,
-            // however the thread was scheduled.
+        };
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(20) {
             churn();
-            freed.wait();
-            // Alive (its heap not collected) until the owner has looked.
-            checked.wait();
-            unsafe { Sent.dealloc(mine, layout) };
-        })
-    };
-    freed.wait();
-    // The owner takes its inbox (trim drains it; it sends nothing of the
-    // other thread's).
-    Sent.trim();
-    let s = Sent.stats();
-    checked.wait();
-    freer.join().unwrap();
+        }
+        // Slow paths at least 20 ms after the first: a tick is due,
+        // however the thread was scheduled.
+        churn();
+        Vec::new()
+    });
     assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
 }
 
@@ -319,40 +294,64 @@ fn remote_frees_past_64_kib_go_out_on_the_next_slow_path() {
     // 120 KiB, larger than `hardened`'s quarantine takes.
     const BLOCKS: usize = 6;
     let layout = Layout::from_size_align(20 << 10, 8).unwrap();
-    let blocks: Vec<usize> = (0..BLOCKS)
-        .map(|_| unsafe { Heaped.alloc(layout) } as usize)
+    let s = freed_by_another_thread(Heaped, BLOCKS, layout, |first_tick| {
+        // One slow path, microseconds later: a class never used.
+        let other = Layout::from_size_align(48, 8).unwrap();
+        let q = unsafe { Heaped.alloc(other) } as usize;
+        if first_tick.elapsed() > std::time::Duration::from_micros(200) {
+            // Then a tick may have sent them, and this run does not tell
+            // the bound from the tick.
+            eprintln!("remote_frees_past_64_kib: descheduled, the bound went untested");
+        }
+        vec![(q, other)]
+    });
+    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
+}
+
+/// Allocates `n` blocks of `layout` here and has another thread, with a
+/// heap of its own, free them and then run `then`, given the time of that
+/// heap's first slow path (and first tick). While that thread still
+/// lives (its heap is not collected), takes this thread's inbox and
+/// returns the statistics; the blocks `then` returns are freed after.
+fn freed_by_another_thread<I: InstanceExt + GlobalAlloc + Copy + Send + 'static>(
+    i: I,
+    n: usize,
+    layout: Layout,
+    then: impl FnOnce(std::time::Instant) -> Vec<(usize, Layout)> + Send + 'static,
+) -> Stats {
+    let blocks: Vec<usize> = (0..n)
+        .map(|_| unsafe { i.alloc(layout) } as usize)
         .collect();
+    assert!(blocks.iter().all(|&p| p != 0));
     let freed = Arc::new(Barrier::new(2));
     let checked = Arc::new(Barrier::new(2));
     let freer = {
         let (freed, checked) = (freed.clone(), checked.clone());
         std::thread::spawn(move || {
-            // The heap's first slow path, and with it its first tick.
-            let mine = unsafe { Heaped.alloc(layout) };
-            let start = std::time::Instant::now();
+            // A heap of its own first: a thread without one sends each
+            // block at once.
+            let mine = unsafe { i.alloc(layout) };
+            let first_tick = std::time::Instant::now();
             for p in blocks {
-                unsafe { Heaped.dealloc(p as *mut u8, layout) };
+                unsafe { i.dealloc(p as *mut u8, layout) };
             }
-            // One slow path, microseconds later: a class never used.
-            let other = Layout::from_size_align(48, 8).unwrap();
-            let q = unsafe { Heaped.alloc(other) };
-            if start.elapsed() > std::time::Duration::from_micros(200) {
-                // Then a tick may have sent them, and this run does not
-                // tell the bound from the tick.
-                eprintln!("remote_frees_past_64_kib: descheduled, the bound went untested");
-            }
+            let later = then(first_tick);
             freed.wait();
             checked.wait();
-            unsafe { Heaped.dealloc(q, other) };
-            unsafe { Heaped.dealloc(mine, layout) };
+            for (p, l) in later {
+                unsafe { i.dealloc(p as *mut u8, l) };
+            }
+            unsafe { i.dealloc(mine, layout) };
         })
     };
     freed.wait();
-    Heaped.trim();
-    let s = Heaped.stats();
+    // The owner takes its inbox (trim drains it; it sends nothing of the
+    // other thread's).
+    i.trim();
+    let s = i.stats();
     checked.wait();
     freer.join().unwrap();
-    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
+    s
 }
 
 /// The remote frees an exited thread still held reach their owner when its

@@ -134,7 +134,7 @@ impl Pending {
 #[inline(always)]
 fn slot_of(page: *mut Page) -> usize {
     let a = page as usize;
-    ((a >> crate::segment::ENTRY_SIZE.trailing_zeros()) ^ (a >> crate::segment::SEGMENT_SHIFT))
+    ((a >> crate::segment::ENTRY_SHIFT) ^ (a >> crate::segment::SEGMENT_SHIFT))
         & (PENDING_SLOTS - 1)
 }
 

@@ -49,7 +49,7 @@ pub const SLICE_SIZE: usize = 1 << SLICE_SHIFT;
 /// Slices per segment; slice 0 is the metadata.
 pub const SLICES: usize = SEGMENT_SIZE / SLICE_SIZE;
 /// log2 of [`ENTRY_SIZE`].
-const ENTRY_SHIFT: u32 = 7;
+pub const ENTRY_SHIFT: u32 = 7;
 /// Bytes of a slice's metadata entry ([`Page`]): two cache lines.
 pub const ENTRY_SIZE: usize = 1 << ENTRY_SHIFT;
 /// Blocks up to this size get single-slice pages (at least 8 blocks each).
@@ -112,8 +112,8 @@ pub fn segment_of(p: *mut u8) -> *mut SegmentHeader {
 /// slice 0.
 ///
 /// The metadata entry of slice `i` ([`Segment::entry`]) sits
-/// `i * ENTRY_SIZE` (128) bytes from the segment start, so the free fast path finds it from a
-/// block address with a shift and a mask. Slice 0 holds no page; its place
+/// `i * ENTRY_SIZE` (128) bytes from the segment start, so the free fast
+/// path finds it from a block address with a shift and a mask. Slice 0 holds no page; its place
 /// is taken by the fields before `pages` (whose [`SegmentHeader::owner`]
 /// doubles as entry 0's [`Page::tag`]).
 ///

@@ -98,7 +98,7 @@ pub struct Page {
     /// See `next`.
     pub prev: *mut Page,
     /// Up to the second line.
-    pub _line: [usize; 2],
+    pub(super) _line: [usize; 2],
     /// Free blocks, popped by the owner without atomics (the second line
     /// starts here).
     pub free: *mut Block,
