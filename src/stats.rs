@@ -25,8 +25,10 @@ use core::sync::atomic::Ordering;
 /// allocation slow path or `trim`; for the heap of a thread that has
 /// exited, when a new thread inherits it or, with `tls`, at any thread's
 /// `trim`); until then it is in the freeing thread's batch of remote frees
-/// or in the owner's inbox. When no thread is inside the instance the
-/// figures are exact apart from those blocks.
+/// or in the owner's inbox, or the freeing thread keeps it for its own
+/// allocations of the same size (for about two ticks of that thread's slow
+/// path at most, see `heap::foreign`, or until it trims). When no thread is
+/// inside the instance the figures are exact apart from those blocks.
 /// While other threads allocate and free, the figures are a racy snapshot:
 /// pages being changed during the read may be counted before or after the
 /// change.

@@ -269,7 +269,10 @@ pub fn alloc_zeroed<I: Instance>(size: usize, align: usize) -> *mut u8 {
     // SAFETY: `p` is a live small block of ours.
     unsafe {
         let page = Segment::page_of(segment_of(p).cast(), p);
-        if (*page).free_is_zero {
+        // Only a page of ours can have handed it out zeroed: a block from
+        // a foreign page (another heap's) never is.
+        if (*page).tag.load(Ordering::Relaxed) == Heap::as_owner(I::heap()) && (*page).free_is_zero
+        {
             // Only the free-list link was ever written.
             p.cast::<usize>().write(0);
         } else {

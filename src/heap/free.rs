@@ -38,7 +38,8 @@ impl Heap {
     unsafe fn is_alone(h: *mut Heap, page: *mut Page) -> bool {
         // SAFETY: the owner reads its own queue.
         unsafe {
-            *(*h).pages.get_unchecked((*page).class as usize) == page && (*page).next.is_null()
+            (*h).queues.get_unchecked((*page).class as usize).first == page
+                && (*page).next.is_null()
         }
     }
 

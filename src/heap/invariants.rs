@@ -28,6 +28,7 @@ impl Heap {
             for c in 0..CLASS_COUNT {
                 queued += Heap::check_queue(h, c, true)?;
             }
+            Heap::check_foreign(h)?;
             let (mut segments, mut pages, mut tagged) = (0, 0, 0);
             let mut seg = (*h).segments;
             while !seg.is_null() {
@@ -136,7 +137,7 @@ impl Heap {
             } else {
                 q.first
             };
-            if (*h).pages[c] != expect {
+            if (*h).pages[c] != expect && !Heap::serves_foreign(h, c) {
                 return Err("fast-path page is not the queue head");
             }
             let mut len = 0;

@@ -15,6 +15,7 @@
 //!                                        delay; instance: purge cached
 //!                                        segments, collect exited threads'
 //!                                        heaps (crate::purge)
+//!       Heap::alloc_foreign              other heaps' blocks we freed: see `foreign`
 //!       Heap::alloc_from_queue           next page with free or uncarved blocks
 //!       Heap::alloc_from_new_page        slices from our segments, or
 //!         SegmentStore::alloc_segment    a cached or fresh segment
@@ -28,7 +29,8 @@
 //!          Heap::free_local_slow         page became empty
 //!     no:  api::free_other               by the segment's owner:
 //!            Heap::free_local_flagged    ours, but a full page or not its first slice
-//!            Heap::free_remote           another heap's: see `remote`
+//!            Heap::free_remote           another heap's: kept for reuse (see
+//!                                        `foreign`) or sent back (see `remote`)
 //!            huge::free                  a huge block
 //! ```
 //!
@@ -42,7 +44,8 @@
 //! owner.
 //!
 //! # Invariants
-//! - `pages[c]` is the first page of `queues[c]`, or the static empty page;
+//! - `pages[c]` is the first page of `queues[c]`, the static empty page, or
+//!   the heap's foreign page of class `c`;
 //! - every page on `queues[c]` has class `c` and its tag is the heap; a
 //!   page of ours with live blocks that is not queued has the slow tag and
 //!   is *full* (no free and no uncarved blocks when it left the queue);
@@ -65,6 +68,7 @@ use core::cell::UnsafeCell;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+mod foreign;
 mod free;
 mod invariants;
 pub mod quarantine;
@@ -178,6 +182,14 @@ pub struct Heap {
     purge_at: u64,
     /// Counters.
     pub stats: HeapStats,
+    /// Bit `c` set: `foreign[c]` may hold blocks (written by the owner
+    /// only, read by sweeps: used as `pending_mask` is).
+    foreign_mask: AtomicU32,
+    /// Bit `c` set: a slow path took from `foreign[c]` since the last tick.
+    foreign_active: u32,
+    /// Blocks of other heaps this thread freed, per small class, for its
+    /// own allocations (see `foreign`).
+    foreign: [Page; foreign::FOREIGN_CLASSES],
 }
 
 /// A `Sync` wrapper for the immutable statics below.
@@ -242,6 +254,9 @@ impl Heap {
                 segments: AtomicUsize::new(0),
                 remote_frees: AtomicUsize::new(0),
             },
+            foreign_mask: AtomicU32::new(0),
+            foreign_active: 0,
+            foreign: [const { Page::empty() }; foreign::FOREIGN_CLASSES],
         }
     }
 
@@ -360,7 +375,10 @@ impl Heap {
         unsafe {
             (*h).set_busy(true);
             Heap::upkeep(h);
-            let mut b = Heap::alloc_from_queue(h, c);
+            let mut b = Heap::alloc_foreign(h, c);
+            if b.is_null() {
+                b = Heap::alloc_from_queue(h, c);
+            }
             if b.is_null() {
                 b = Heap::alloc_from_new_page(h, c);
             }
@@ -498,6 +516,9 @@ impl Heap {
             (*h).out_mask.store(0, Ordering::Relaxed);
             (*h).stats.pages.store(0, Ordering::Relaxed);
             (*h).stats.segments.store(0, Ordering::Relaxed);
+            (*h).foreign_mask.store(0, Ordering::Relaxed);
+            (*h).foreign_active = 0;
+            (*h).foreign = fresh.foreign;
         }
     }
 }

@@ -12,6 +12,10 @@ impl Heap {
         // SAFETY: owner only.
         unsafe {
             (*h).queues[c].first = page;
+            if Heap::serves_foreign(h, c) {
+                // The queue's first page serves again when it runs dry.
+                return;
+            }
             let page = if page.is_null() {
                 EMPTY_PAGE.get()
             } else {

@@ -152,7 +152,7 @@ fn pack(newest: *mut Block, count: u32) -> usize {
 /// chains and outgoing batches: only the owner writes them, so a load and
 /// a store (other threads only read them).
 #[inline(always)]
-fn set_bit(mask: &AtomicU32, i: usize, on: bool) {
+pub(super) fn set_bit(mask: &AtomicU32, i: usize, on: bool) {
     let m = mask.load(Ordering::Relaxed);
     mask.store(
         if on { m | 1 << i } else { m & !(1 << i) },
@@ -161,18 +161,20 @@ fn set_bit(mask: &AtomicU32, i: usize, on: bool) {
 }
 
 impl Heap {
-    /// Whether the heap holds remote frees not sent yet: chains or
-    /// outgoing batches.
+    /// Whether the heap holds remote frees not sent yet: chains, outgoing
+    /// batches or blocks on foreign pages.
     #[inline]
     pub fn holds_remote(&self) -> bool {
-        self.pending_mask.load(Ordering::Relaxed) | self.out_mask.load(Ordering::Relaxed) != 0
+        self.pending_mask.load(Ordering::Relaxed)
+            | self.out_mask.load(Ordering::Relaxed)
+            | self.foreign_mask.load(Ordering::Relaxed)
+            != 0
     }
 
-    /// Sends block `p` to heap `owner` from another thread: adds it to the
-    /// calling thread's pending chain for `p`'s page, or starts one.
-    ///
-    /// About 15 instructions when the chain exists: the page (head-of
-    /// lookup), the slot, the link, two stores and the count.
+    /// Frees block `p` of heap `owner` from another thread: keeps it on
+    /// the calling thread's foreign page of its class (see `foreign`), or
+    /// sends it to `owner` through the thread's pending chain for `p`'s
+    /// page.
     ///
     /// # Safety
     /// `p` is a live block of a page of `owner`, no longer used by the
@@ -184,10 +186,33 @@ impl Heap {
         // its keys and block size do not change while it is.
         unsafe {
             let page = Segment::page_of(segment_of(p).cast(), p);
+            if !Heap::keep_foreign(me, page, p.cast()) {
+                Heap::free_remote_pending(me, owner, page, p.cast());
+            }
+        }
+    }
+
+    /// Sends block `b` of `page` to heap `owner` from another thread: adds
+    /// it to the calling thread's pending chain for the page, or starts
+    /// one.
+    ///
+    /// About 15 instructions when the chain exists: the slot, the link, two
+    /// stores and the count.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_remote`]; `b` is a block of `page`.
+    #[inline]
+    pub(super) unsafe fn free_remote_pending(
+        me: *mut Heap,
+        owner: *mut Heap,
+        page: *mut Page,
+        b: *mut Block,
+    ) {
+        // SAFETY: as in `free_remote`.
+        unsafe {
             let keys = (*page).keys;
             // (With `hardened` the free that checked the block against the
             // live-block bitmap also junk-filled it.)
-            let b = p.cast::<Block>();
             // `me` is ours; the empty heap's slots are all empty, so it
             // never gets past the test and is never written (raw place
             // accesses: no reference to a shared static is formed).

@@ -43,6 +43,7 @@ impl Heap {
     unsafe fn tick(h: *mut Heap) {
         // SAFETY: per contract of `maybe_tick`.
         unsafe {
+            Heap::end_foreign(h, true);
             Heap::flush_remote(h);
             let src = (*h).source();
             let now = src.store().clock.now();
@@ -155,6 +156,7 @@ impl Heap {
         // SAFETY: per contract.
         unsafe {
             super::quarantine::flush(h);
+            Heap::end_foreign(h, false);
             Heap::flush_remote(h);
             Heap::drain_remote(h);
             Heap::release_empty(h);

@@ -48,9 +48,11 @@ use crate::{purge, sys, thread};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, Ordering};
 
-// A heap fits in an arena chunk after its link word (or `new_heap` would
-// map chunks forever).
-const _: () = assert!(core::mem::size_of::<Heap>().next_multiple_of(64) + 64 <= ARENA_CHUNK);
+// A heap fits in an arena chunk after its link word, which takes a heap's
+// alignment (or `new_heap` would map chunks forever).
+const HEAP_ALIGN: usize = core::mem::align_of::<Heap>();
+const _: () =
+    assert!(core::mem::size_of::<Heap>().next_multiple_of(HEAP_ALIGN) + HEAP_ALIGN <= ARENA_CHUNK);
 
 /// The sweep runs at most every [`purge::COLLECT_INTERVAL_NS`] times
 /// `1 + heaps / HEAPS_PER_INTERVAL`, bounding its syscalls per second.
@@ -190,7 +192,7 @@ impl InstanceState {
     }
 
     fn new_heap(&self, tid: u32) -> Option<*mut Heap> {
-        let size = core::mem::size_of::<Heap>().next_multiple_of(64);
+        let size = core::mem::size_of::<Heap>().next_multiple_of(HEAP_ALIGN);
         let mem = loop {
             if let Some(m) = self.arena_bump(size) {
                 break m;
@@ -256,7 +258,7 @@ impl InstanceState {
         // SAFETY: fresh chunk; its first word links the chunk list.
         unsafe { c.cast::<*mut u8>().write(a.chunks) };
         a.chunks = c;
-        a.cur = c as usize + 64;
+        a.cur = c as usize + HEAP_ALIGN;
         a.end = c as usize + ARENA_CHUNK;
         Some(())
     }
