@@ -50,7 +50,9 @@ impl Block {
 /// blocks on `free`. Refilling `free` (carving, or taking `local_free`)
 /// adds to it and a free subtracts, so the allocation fast path does not
 /// touch it. The page is empty when `used` reaches 0 (then `free` is empty
-/// too); only the page being allocated from has a non-empty `free`.
+/// too); only the first page of its class's queue, the one the fast path
+/// pops, has a non-empty `free` (it keeps it while the heap's foreign page
+/// of the class serves the fast path instead: see `heap::foreign`).
 ///
 /// Invariants (checked by [`Page::check`]):
 /// - `used + len(local_free) == capacity <= reserved`, `len(free) <= used`;
