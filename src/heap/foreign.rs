@@ -20,17 +20,24 @@
 //!   block onto the foreign page of its class, if the heap allocates that
 //!   class at all (its fast-path page is not the empty page: a consumer
 //!   that only frees keeps nothing) and the foreign page took fewer than
-//!   [`FOREIGN_MAX`] blocks since it was last empty. Else the block joins
-//!   a pending chain, as before.
+//!   [`FOREIGN_MAX`] blocks since it was last closed (emptied by a slow
+//!   path, or sent back). Else the block joins a pending chain, as before.
 //! - The allocation fast path pops the foreign page like any page while
-//!   `pages[c]` points to it: from the slow path once the class's own
-//!   pages ran dry, or at once when [`FOREIGN_EAGER`] blocks wait.
-//! - When it runs dry, the slow path puts the queue's first page back.
-//! - A tick sends the blocks of every foreign page that no slow path took
-//!   from since the previous tick back to their owners (as pending
-//!   chains), so a heap holds another's blocks for about two ticks at
-//!   most; `trim` and the collection of an exited thread's heap send them
-//!   all.
+//!   `pages[c]` points to it: from the first slow path of the class (the
+//!   current page's `free` list ran dry; the foreign blocks go before
+//!   that page's own freed blocks and before carving), or at once when
+//!   [`FOREIGN_EAGER`] blocks wait.
+//! - When it runs dry, the slow path closes it and puts the queue's first
+//!   page back.
+//! - A tick sends back to their owners (as pending chains) the blocks of
+//!   every foreign page that was not put on the fast path since the
+//!   previous tick, so a heap that keeps allocating holds another's blocks
+//!   for one or two ticks unless it reuses them; `trim` and the
+//!   collection of an exited thread's heap send them all. Ticks happen on
+//!   slow paths: a thread that stops allocating holds what it kept (up to
+//!   [`FOREIGN_MAX`] blocks of each class it allocated, each possibly
+//!   keeping a page of another heap from being released) until its next
+//!   slow path, `trim` or exit, as it holds its pending chains.
 //!
 //! Not with `hardened` ([`FOREIGN_CLASSES`] is 0 there): each page encodes
 //! its links with its own keys and a pop checks the link against the
@@ -52,6 +59,7 @@
 
 use super::remote::set_bit;
 use super::*;
+use crate::segment::is_small;
 
 /// Classes with a foreign page: blocks up to 2 KiB, none with `hardened`.
 pub const FOREIGN_CLASSES: usize = if crate::keys::ENABLED {
@@ -62,8 +70,8 @@ pub const FOREIGN_CLASSES: usize = if crate::keys::ENABLED {
 // `foreign_mask` and `foreign_active` are u32.
 const _: () = assert!(FOREIGN_CLASSES <= 32);
 
-/// Blocks a foreign page takes between two times it is found empty; later
-/// frees of its class go back to their owners. It bounds what a heap holds
+/// Blocks a foreign page takes between two times it is closed; later frees
+/// of its class go back to their owners. It bounds what a heap holds
 /// of other heaps' memory (128 blocks of each class; measured on larson:
 /// 16 left the peak RSS at 15 MiB, 64 at 12, 128 and 256 at 10–11).
 pub const FOREIGN_MAX: u32 = 128;
@@ -115,12 +123,17 @@ impl Heap {
             if n >= FOREIGN_MAX {
                 return false;
             }
-            Block::set_next(b, (*fp).free, (*fp).keys);
-            (*fp).free = b;
+            // Count and mask first, the block last: a `fork` by another
+            // thread in between leaves the child a consistent page (at
+            // most a count one too high), which it may reuse.
             (*fp).used = n + 1;
             if n == 0 {
                 set_bit(&(*me).foreign_mask, c, true);
-            } else if n + 1 == FOREIGN_EAGER {
+            }
+            compiler_fence(Ordering::Release);
+            Block::set_next(b, (*fp).free, (*fp).keys);
+            (*fp).free = b;
+            if n + 1 == FOREIGN_EAGER {
                 *(*me).pages.get_unchecked_mut(c) = fp;
                 (*me).foreign_active |= 1 << c;
             }
@@ -207,12 +220,26 @@ impl Heap {
         }
     }
 
-    /// The foreign pages' share of [`Heap::check`]: each holds at most
-    /// [`FOREIGN_MAX`] blocks, all of its class and of other heaps, and is
-    /// in the mask if it holds any.
+    /// Whether heaps `a` and `b` take their segments from the same instance.
     ///
     /// # Safety
-    /// The calling thread owns `h`, a real heap.
+    /// Both are heaps (their `source` is written once, before either is
+    /// published).
+    unsafe fn same_source(a: *mut Heap, b: *mut Heap) -> bool {
+        // SAFETY: per contract.
+        let (a, b) = unsafe { ((*a).source, (*b).source) };
+        a.map(|p| p.cast::<u8>()) == b.map(|p| p.cast::<u8>())
+    }
+
+    /// The foreign pages' share of [`Heap::check`]: each holds at most
+    /// [`FOREIGN_MAX`] blocks, each a carved block of a page of its class
+    /// that is set up in another heap's small segment of the same
+    /// instance, and is in the mask if it holds any or serves the fast path.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap. A listed block that is
+    /// not in a mapped segment of the instance faults (the instance's
+    /// segment map is not at hand here).
     pub(super) unsafe fn check_foreign(h: *mut Heap) -> Result<(), &'static str> {
         // SAFETY: per contract; listed blocks are live blocks of other
         // heaps' pages, whose segments stay mapped while they are.
@@ -223,8 +250,8 @@ impl Heap {
                 if (*fp).used > FOREIGN_MAX {
                     return Err("foreign page: over its bound");
                 }
-                if !(*fp).free.is_null() && mask & 1 << c == 0 {
-                    return Err("foreign page: holds blocks but is not in the mask");
+                if (!(*fp).free.is_null() || Heap::serves_foreign(h, c)) && mask & 1 << c == 0 {
+                    return Err("foreign page: holds blocks or serves but is not in the mask");
                 }
                 let mut n = 0;
                 let mut b = (*fp).free;
@@ -234,10 +261,18 @@ impl Heap {
                         return Err("foreign page: more blocks than it took");
                     }
                     let seg = segment_of(b.cast());
-                    if Heap::of(owner_of(seg)) == h
-                        || (*Segment::page_of(seg.cast(), b.cast())).class as usize != c
+                    let owner = owner_of(seg);
+                    if !is_small(seg)
+                        || owner.is_null()
+                        || owner == slow_tag()
+                        || Heap::of(owner) == h
+                        || !Heap::same_source(Heap::of(owner), h)
                     {
-                        return Err("foreign page: a block of ours or of another class");
+                        return Err("foreign page: a block of ours, or not of another heap");
+                    }
+                    let page = Segment::page_of(seg.cast(), b.cast());
+                    if (*page).class as usize != c || !(*page).is_block_start(b.cast()) {
+                        return Err("foreign page: not a carved block of a page of its class");
                     }
                     b = Block::next(b, (*fp).keys);
                 }

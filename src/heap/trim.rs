@@ -146,9 +146,10 @@ impl Heap {
         }
     }
 
-    /// What `trim` and `collect` both do first: the quarantine and the
-    /// pending batch of remote frees go out, the frees other threads sent
-    /// come in, and empty pages and segments are released.
+    /// What `trim` and `collect` both do first: the quarantine, the blocks
+    /// kept on foreign pages and the pending batch of remote frees go out,
+    /// the frees other threads sent come in, and empty pages and segments
+    /// are released.
     ///
     /// # Safety
     /// The calling thread owns (or has claimed) `h`, a real heap.
@@ -212,8 +213,8 @@ impl Heap {
 
     /// Whether the heap may hold memory to give back: segments, blocks
     /// other threads sent it, or blocks of other heaps it has not sent yet
-    /// (chains, batches, the quarantine). Read by other threads (atomics
-    /// only).
+    /// (chains, batches, foreign pages, the quarantine). Read by other
+    /// threads (atomics only).
     pub fn has_work(&self) -> bool {
         self.stats.segments.load(Ordering::Relaxed) != 0
             || self.has_inbox()

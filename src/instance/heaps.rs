@@ -14,7 +14,8 @@
 //! rarely with many heaps), or on `trim()`, the calling thread walks the
 //! registry and *collects* each heap that has something to give back and
 //! whose owner is gone: claims it, hands out its pending batch of remote
-//! frees, frees what other threads sent to its inbox, releases its empty
+//! frees and the blocks of other heaps it kept for reuse (its foreign
+//! pages), frees what other threads sent to its inbox, releases its empty
 //! pages and segments (which the store purges after the delay), purges
 //! its segments' free slices once their deadline passed, and leaves it
 //! unowned, for rule 2 to give to the next new thread. Heaps that keep

@@ -8,8 +8,8 @@ use core::sync::atomic::Ordering;
 
 impl InstanceState {
     /// Unmaps every segment and huge block (and the caches), and returns
-    /// the instance to its initial state. Heap metadata (one 64 KiB mapping
-    /// per 40 heaps) stays, emptied but still owned: a thread whose slot
+    /// the instance to its initial state. Heap metadata (64 KiB mappings of
+    /// 8 heaps each) stays, emptied but still owned: a thread whose slot
     /// names its heap keeps using it (from empty), heaps of exited threads
     /// are reclaimed as usual. The instance is usable again, by any thread.
     ///
