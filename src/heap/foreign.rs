@@ -77,7 +77,7 @@ const _: () = assert!(FOREIGN_CLASSES <= 32);
 pub const FOREIGN_MAX: u32 = 128;
 
 /// Blocks waiting on a foreign page that put it on the fast path before
-/// the class's own pages run dry: a thread that frees many blocks of a
+/// the class's next slow path: a thread that frees many blocks of a
 /// class takes them while they are in its cache, and needs one slow path
 /// per this many blocks, not one per block.
 const FOREIGN_EAGER: u32 = 32;
