@@ -180,15 +180,14 @@ impl Heap {
             (*fp).used = 0;
             set_bit(&(*h).foreign_mask, c, false);
             if Heap::serves_foreign(h, c) {
-                *(*h).pages.get_unchecked_mut(c) = EMPTY_PAGE.get();
-                Heap::set_first(h, c, (*h).queues[c].first);
+                Heap::serve_queue(h, c);
             }
         }
     }
 
     /// Sends the blocks of foreign pages to their owners (through pending
     /// chains, which the caller flushes): of every foreign page, or if
-    /// `idle_only` (the tick) of those no slow path took from since the
+    /// `idle_only` (the tick) of those not put on the fast path since the
     /// last tick.
     ///
     /// # Safety

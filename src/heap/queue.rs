@@ -4,7 +4,9 @@
 use super::*;
 
 impl Heap {
-    /// Makes `page` (or nothing) the first page of queue `c`, and the fast path's page.
+    /// Makes `page` (or nothing) the first page of queue `c`, and the fast
+    /// path's page unless the class's foreign page serves it (the queue's
+    /// first page serves again when that runs dry).
     ///
     /// # Safety
     /// The calling thread owns `h`; the page or segment belongs to it.
@@ -12,16 +14,26 @@ impl Heap {
         // SAFETY: owner only.
         unsafe {
             (*h).queues[c].first = page;
-            if Heap::serves_foreign(h, c) {
-                // The queue's first page serves again when it runs dry.
-                return;
+            if !Heap::serves_foreign(h, c) {
+                Heap::serve_queue(h, c);
             }
-            let page = if page.is_null() {
+        }
+    }
+
+    /// Makes the first page of queue `c` (or the empty page) the fast
+    /// path's page.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap.
+    pub(super) unsafe fn serve_queue(h: *mut Heap, c: Class) {
+        // SAFETY: owner only.
+        unsafe {
+            let first = (*h).queues[c].first;
+            (*h).pages[c] = if first.is_null() {
                 EMPTY_PAGE.get()
             } else {
-                page
+                first
             };
-            (*h).pages[c] = page;
         }
     }
 

@@ -196,8 +196,8 @@ impl Heap {
     /// it to the calling thread's pending chain for the page, or starts
     /// one.
     ///
-    /// About 15 instructions when the chain exists: the slot, the link, two
-    /// stores and the count.
+    /// Its work when the chain exists: the slot, the link, two stores and
+    /// the count.
     ///
     /// # Safety
     /// As for [`Heap::free_remote`]; `b` is a block of `page`.
