@@ -41,7 +41,10 @@
 //!
 //! Not with `hardened` ([`FOREIGN_CLASSES`] is 0 there): each page encodes
 //! its links with its own keys and a pop checks the link against the
-//! page's segment, which a list of many pages' blocks would fail.
+//! page's segment, which a list of many pages' blocks would fail. (A
+//! foreign page holding one page's blocks at a time, with that page's
+//! keys, would pass; measured, it was slower: BENCHMARKS.md, "Foreign
+//! pages with `hardened`, tried and not kept".)
 //!
 //! ```text
 //!   pages[c] ──▶ own page (queue first) ... runs dry ──▶ slow path
@@ -134,8 +137,7 @@ impl Heap {
             Block::set_next(b, (*fp).free, (*fp).keys);
             (*fp).free = b;
             if n + 1 == FOREIGN_EAGER {
-                *(*me).pages.get_unchecked_mut(c) = fp;
-                (*me).foreign_active |= 1 << c;
+                Heap::serve_foreign(me, c);
             }
             true
         }
@@ -161,9 +163,23 @@ impl Heap {
                 }
                 return ptr::null_mut();
             }
-            *(*h).pages.get_unchecked_mut(c) = fp;
-            (*h).foreign_active |= 1 << c;
+            Heap::serve_foreign(h, c);
             Heap::alloc(h, c)
+        }
+    }
+
+    /// Makes the foreign page of class `c` the fast path's page (as
+    /// [`Heap::serve_queue`] does the queue's first page), and marks it
+    /// taken from since the last tick.
+    ///
+    /// # Safety
+    /// The calling thread owns `h`, a real heap; `c < FOREIGN_CLASSES`.
+    #[inline(always)]
+    unsafe fn serve_foreign(h: *mut Heap, c: Class) {
+        // SAFETY: per contract.
+        unsafe {
+            *(*h).pages.get_unchecked_mut(c) = Heap::foreign_page(h, c);
+            (*h).foreign_active |= 1 << c;
         }
     }
 
