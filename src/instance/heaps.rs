@@ -28,8 +28,9 @@
 //! whenever the heap's `owner.tp` is its thread pointer, with no claim: a
 //! new thread that inherited the dead thread's stack (and so its thread
 //! pointer) may be using the heap right now. The heap is therefore
-//! collected only if, after it was hidden from the fast path (`owner.tp`
-//! cleared) and a full fence, no live thread has that thread pointer:
+//! collected, or claimed by a new thread (rule 3), only if, after it was
+//! hidden from the fast path (`owner.tp` cleared) and a full fence, no
+//! live thread has that thread pointer:
 //! - the kernel's `clear_child_tid` word recorded at the claim, when it
 //!   lies in the thread's control block (the page at the thread pointer;
 //!   glibc and musl keep it there), holds no thread id: the kernel clears
@@ -72,7 +73,8 @@ impl InstanceState {
     /// Claims a heap for the calling thread (see the module docs). Null if
     /// a new heap was needed and no memory could be had.
     ///
-    /// `by_tid` enables rule 3 (only sound with `tls`).
+    /// `by_tid`: threads are told apart by thread id alone (`tls`), which
+    /// makes rule 3 a plain claim.
     #[cold]
     pub fn acquire_heap(&self, by_tid: bool) -> *mut Heap {
         self.enter();
@@ -143,18 +145,30 @@ impl InstanceState {
                 h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner.tp.load(Ordering::Relaxed) == 0
             })
         });
-        // Rule 3: a dead owner's (with `tls` only).
+        // Rule 3: a dead owner's.
+        let dead = |h: &Heap| {
+            let owner = h.owner_tid.load(Ordering::Relaxed);
+            owner != 0
+                && owner != tid
+                && h.epoch.load(Ordering::Relaxed) == epoch
+                && !sys::thread_alive(owner)
+        };
         found.or_else(|| {
-            if !by_tid {
-                return None;
+            if by_tid {
+                return self.claim_where(tid, dead);
             }
-            self.claim_where(tid, |h| {
-                let owner = h.owner_tid.load(Ordering::Relaxed);
-                owner != 0
-                    && owner != tid
-                    && h.epoch.load(Ordering::Relaxed) == epoch
-                    && !sys::thread_alive(owner)
-            })
+            // Without `tls`, with the sweep's proof that nobody reaches it.
+            let mut h = self.heaps.load(Ordering::Acquire);
+            while !h.is_null() {
+                // SAFETY: registry heaps live as long as the instance.
+                let hr = unsafe { &*h };
+                let owner = hr.owner_tid.load(Ordering::Relaxed);
+                if dead(hr) && self.claim_unreached(hr, owner, tid) {
+                    return Some(h);
+                }
+                h = hr.next_heap;
+            }
+            None
         })
     }
 
@@ -361,37 +375,12 @@ impl InstanceState {
     unsafe fn collect_one(&self, h: *mut Heap, owner: u32, me: u32, tls: bool, now: u64) {
         // SAFETY: per contract; registry heaps live as long as the instance.
         let hr = unsafe { &*h };
-        if !tls && owner != 0 {
-            let tp = hr.owner.tp.load(Ordering::Relaxed);
-            let ctid = hr.owner_ctid.load(Ordering::Relaxed);
-            if let Some(t) = occupant(tp, ctid) {
-                // A new thread inherited the heap with the stack: record
-                // it as the owner, so that its own exit is noticed.
-                if t != 0 && t != owner && sys::thread_alive(t) {
-                    let _ = hr.owner_tid.compare_exchange(
-                        owner,
-                        t,
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    );
-                }
-                return;
-            }
-            if !self.claim(hr, owner, me) {
-                return;
-            }
-            // Hide the heap from the fast path, then look again: a thread
-            // that found it before is alive and visible now.
-            hr.owner.tp.store(0, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            if occupant(tp, ctid).is_some() {
-                hr.owner.tp.store(tp, Ordering::Relaxed);
-                let _ =
-                    hr.owner_tid
-                        .compare_exchange(me, owner, Ordering::Release, Ordering::Relaxed);
-                return;
-            }
-        } else if !self.claim(hr, owner, me) {
+        let claimed = if !tls && owner != 0 {
+            self.claim_unreached(hr, owner, me)
+        } else {
+            self.claim(hr, owner, me)
+        };
+        if !claimed {
             return;
         }
         // SAFETY: we claimed the heap and no other thread can reach it.
@@ -403,6 +392,41 @@ impl InstanceState {
         let _ = hr
             .owner_tid
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// Without `tls`: claims `hr` from `owner`, a thread that has exited,
+    /// if no live thread can reach it through the thread-pointer table
+    /// (see the module docs); the heap is then hidden from the table
+    /// (`owner.tp` cleared). False, with the heap left as it was, if a
+    /// live thread has its thread pointer or another thread claimed it.
+    fn claim_unreached(&self, hr: &Heap, owner: u32, me: u32) -> bool {
+        let tp = hr.owner.tp.load(Ordering::Relaxed);
+        let ctid = hr.owner_ctid.load(Ordering::Relaxed);
+        if let Some(t) = occupant(tp, ctid) {
+            // A new thread inherited the heap with the stack: record it as
+            // the owner, so that its own exit is noticed.
+            if t != 0 && t != owner && sys::thread_alive(t) {
+                let _ =
+                    hr.owner_tid
+                        .compare_exchange(owner, t, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            return false;
+        }
+        if !self.claim(hr, owner, me) {
+            return false;
+        }
+        // Hide the heap from the fast path, then look again: a thread that
+        // found it before is alive and visible now.
+        hr.owner.tp.store(0, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if occupant(tp, ctid).is_some() {
+            hr.owner.tp.store(tp, Ordering::Relaxed);
+            let _ = hr
+                .owner_tid
+                .compare_exchange(me, owner, Ordering::Release, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     fn claim(&self, hr: &Heap, owner: u32, me: u32) -> bool {
@@ -491,6 +515,34 @@ mod tests {
         hr.owner_tid.store(0, Ordering::Release);
         ST.sweeps.fetch_add(1, Ordering::AcqRel);
         assert_eq!(t.join().unwrap(), h as usize, "a new heap was made");
+        assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
+    }
+
+    /// Without `tls`, a new thread on a stack of its own takes the heap of
+    /// a thread that exited at once (rule 3), without waiting for a sweep
+    /// to collect it: threads that replace each other used to make up to
+    /// twice the heaps, and memory, of the `tls` build.
+    #[test]
+    fn a_new_thread_takes_an_exited_threads_heap_without_tls() {
+        static ST: InstanceState = InstanceState::new();
+        let (h, tid) = std::thread::spawn(|| (ST.acquire_heap(false) as usize, sys::gettid()))
+            .join()
+            .unwrap();
+        assert_ne!(h, 0);
+        // `join` returns once the kernel cleared the thread's tid word,
+        // a moment before the thread id itself is gone.
+        while sys::thread_alive(tid) {
+            std::thread::yield_now();
+        }
+        // A larger stack than the first thread's cached one: another
+        // thread pointer, so rule 1 cannot be what finds the heap.
+        let again = std::thread::Builder::new()
+            .stack_size(4 << 20)
+            .spawn(|| ST.acquire_heap(false) as usize)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(again, h, "the exited thread's heap was not taken");
         assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
     }
 }

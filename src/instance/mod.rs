@@ -20,12 +20,12 @@
 //!    library reused its stack for the caller;
 //! 2. a heap nobody owns (never claimed, collected, or released by
 //!    teardown);
-//! 3. with `tls` only: a heap whose owner thread id no longer exists
-//!    (`tgkill(pid, tid, 0)` answers ESRCH). Without `tls` this rule is off:
-//!    another thread could be reaching that heap through the table by
-//!    rule 1 at the same moment, and a claim could not tell; the slow
-//!    paths' sweep ([`heaps`]) makes such heaps unowned once it can prove
-//!    nobody reaches them;
+//! 3. a heap whose owner thread id no longer exists (`tgkill(pid, tid, 0)`
+//!    answers ESRCH). With `tls` that is enough. Without it another thread
+//!    could be reaching that heap through the table by rule 1 at the same
+//!    moment, and a claim alone could not tell: the heap is taken only
+//!    with the proof the sweep uses ([`heaps`]: hidden from the table, then
+//!    nobody found on the dead thread's control block);
 //! 4. a new heap from the instance's metadata arena.
 //!
 //! Claims are made with a compare-and-swap on `owner_tid`, so two threads
