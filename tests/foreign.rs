@@ -128,8 +128,9 @@ fn kept_blocks_go_back_on_the_keepers_trim() {
 }
 
 /// What an exited thread kept of another's blocks reaches the owner when
-/// its heap is collected (with `tls`, where an exited thread is proven
-/// gone; without, its heap waits for the next thread).
+/// its heap is collected. In both modes: without `tls` the exited thread
+/// is proven gone by its control block, which the joined thread's cached
+/// stack keeps mapped with the kernel's tid word cleared.
 #[test]
 fn kept_blocks_of_an_exited_thread_are_collected() {
     let theirs = dirty_blocks(&Exited);
@@ -153,10 +154,8 @@ fn kept_blocks_of_an_exited_thread_are_collected() {
         // The kernel may report a joined thread alive for a moment.
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
-    if cfg!(feature = "tls") {
-        assert_eq!(s.live.blocks, 0, "{s:?}");
-        assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
-    }
+    assert_eq!(s.live.blocks, 0, "{s:?}");
+    assert_eq!(s.remote_frees, BLOCKS, "{s:?}");
 }
 
 /// A thread that frees blocks of a size it never allocates keeps none of
