@@ -518,31 +518,53 @@ mod tests {
         assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
     }
 
-    /// Without `tls`, a new thread on a stack of its own takes the heap of
-    /// a thread that exited at once (rule 3), without waiting for a sweep
-    /// to collect it: threads that replace each other used to make up to
-    /// twice the heaps, and memory, of the `tls` build.
+    /// Without `tls`, a thread that needs a heap takes the heap of a
+    /// thread that exited at once (rule 3), without waiting for a sweep to
+    /// collect it, and only if nobody lives on the dead thread's control
+    /// block. (Threads that replace each other used to make up to twice
+    /// the heaps, and memory, of the `tls` build.) The control block is
+    /// played by a buffer of ours, so that no other test's thread can
+    /// take the dead thread's cached stack meanwhile.
     #[test]
-    fn a_new_thread_takes_an_exited_threads_heap_without_tls() {
+    fn a_heap_of_an_exited_thread_is_taken_at_once_without_tls() {
         static ST: InstanceState = InstanceState::new();
-        let (h, tid) = std::thread::spawn(|| (ST.acquire_heap(false) as usize, sys::gettid()))
-            .join()
-            .unwrap();
-        assert_ne!(h, 0);
+        let dead = std::thread::spawn(sys::gettid).join().unwrap();
         // `join` returns once the kernel cleared the thread's tid word,
         // a moment before the thread id itself is gone.
-        while sys::thread_alive(tid) {
+        while sys::thread_alive(dead) {
             std::thread::yield_now();
         }
-        // A larger stack than the first thread's cached one: another
-        // thread pointer, so rule 1 cannot be what finds the heap.
-        let again = std::thread::Builder::new()
-            .stack_size(4 << 20)
-            .spawn(|| ST.acquire_heap(false) as usize)
-            .unwrap()
-            .join()
-            .unwrap();
-        assert_eq!(again, h, "the exited thread's heap was not taken");
+        // Word 2 is the kernel's `clear_child_tid` word.
+        let block = std::boxed::Box::new([0u32; 16]);
+        let tp = block.as_ptr() as usize;
+        let leave = |h: *mut Heap| {
+            // SAFETY: a heap of the registry.
+            let hr = unsafe { &*h };
+            hr.owner.tp.store(tp, Ordering::Relaxed);
+            hr.owner_ctid.store(tp + 8, Ordering::Relaxed);
+            hr.owner_tid.store(dead, Ordering::Release);
+        };
+        let h = ST.acquire_heap(false);
+        assert!(!h.is_null());
+        leave(h);
+        assert_eq!(
+            ST.acquire_heap(false),
+            h,
+            "the exited thread's heap was not taken"
+        );
         assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
+        // A live thread on the control block: the heap is left to it, and
+        // a new heap is made.
+        leave(h);
+        // SAFETY: the word is ours; nothing else reads it meanwhile.
+        unsafe { (tp as *mut u32).add(2).write_volatile(sys::gettid()) };
+        let other = ST.acquire_heap(false);
+        assert!(
+            !other.is_null() && other != h,
+            "an inherited heap was taken"
+        );
+        // SAFETY: a heap of the registry.
+        assert_eq!(unsafe { &*h }.owner.tp.load(Ordering::Relaxed), tp);
+        assert_eq!(ST.heap_count.load(Ordering::Relaxed), 2);
     }
 }
