@@ -42,7 +42,16 @@
 //! A thread that was inside a fast path on the heap before it was hidden
 //! is alive, so one of the two checks sees it and the heap is handed
 //! back. Otherwise its memory waits for the thread library to reuse or
-//! free the dead thread's stack (see the README's limits).
+//! free the dead thread's stack (see the README's limits). Only the
+//! thread that hid a heap trusts what it reads of it: another thread that
+//! reads `owner.tp` as 0 leaves the heap alone, and the proof reads the
+//! thread pointer again once its claim succeeded.
+//!
+//! The heap is hidden only for the proof's two syscalls, and waits by a
+//! sweep do not cover a new thread's proof: a thread that inherits the
+//! stack and looks for its heap in that moment makes one of its own. The
+//! hidden heap is then recorded as that thread's, and collected after it
+//! exits.
 
 use super::{InstanceState, ARENA_CHUNK};
 use crate::heap::{Heap, Source};
@@ -130,45 +139,35 @@ impl InstanceState {
     fn find_heap(&self, tid: u32, tp: usize, epoch: u32, by_tid: bool) -> Option<*mut Heap> {
         // Rule 1: our own thread pointer (our heap, or a dead thread's
         // whose stack we inherited), unless it was inside a slow path at a
-        // fork, or another live thread holds it right now (a sweep
-        // collecting the dead thread's heap).
-        let found = self.claim_where(tid, |h| {
+        // fork, or another live thread holds it right now (a sweep or a
+        // new thread proving that the dead thread's heap is unreached).
+        let found = self.claim_where(|h, owner| {
             let stale = h.epoch.load(Ordering::Relaxed) != epoch;
-            let owner = h.owner_tid.load(Ordering::Relaxed);
             h.owner.tp.load(Ordering::Relaxed) == tp
                 && !(stale && h.busy.load(Ordering::Relaxed) != 0)
                 && (owner == 0 || owner == tid || stale || !sys::thread_alive(owner))
+                && self.claim(h, owner, tid)
         });
         // Rule 2: nobody's.
         let found = found.or_else(|| {
-            self.claim_where(tid, |h| {
-                h.owner_tid.load(Ordering::Relaxed) == 0 && h.owner.tp.load(Ordering::Relaxed) == 0
+            self.claim_where(|h, owner| {
+                owner == 0 && h.owner.tp.load(Ordering::Relaxed) == 0 && self.claim(h, owner, tid)
             })
         });
-        // Rule 3: a dead owner's.
-        let dead = |h: &Heap| {
-            let owner = h.owner_tid.load(Ordering::Relaxed);
-            owner != 0
-                && owner != tid
-                && h.epoch.load(Ordering::Relaxed) == epoch
-                && !sys::thread_alive(owner)
-        };
+        // Rule 3: a dead owner's; without `tls`, with the sweep's proof
+        // that nobody reaches it.
         found.or_else(|| {
-            if by_tid {
-                return self.claim_where(tid, dead);
-            }
-            // Without `tls`, with the sweep's proof that nobody reaches it.
-            let mut h = self.heaps.load(Ordering::Acquire);
-            while !h.is_null() {
-                // SAFETY: registry heaps live as long as the instance.
-                let hr = unsafe { &*h };
-                let owner = hr.owner_tid.load(Ordering::Relaxed);
-                if dead(hr) && self.claim_unreached(hr, owner, tid) {
-                    return Some(h);
-                }
-                h = hr.next_heap;
-            }
-            None
+            self.claim_where(|h, owner| {
+                owner != 0
+                    && owner != tid
+                    && h.epoch.load(Ordering::Relaxed) == epoch
+                    && !sys::thread_alive(owner)
+                    && if by_tid {
+                        self.claim(h, owner, tid)
+                    } else {
+                        self.claim_unreached(h, owner, tid)
+                    }
+            })
         })
     }
 
@@ -185,20 +184,15 @@ impl InstanceState {
         hr.epoch.store(self.epoch(), Ordering::Relaxed);
     }
 
-    /// The first heap matching `pred` that we manage to claim (CAS of
-    /// `owner_tid` from the value `pred` saw to `tid`).
-    fn claim_where(&self, tid: u32, mut pred: impl FnMut(&Heap) -> bool) -> Option<*mut Heap> {
+    /// The first heap that `take` claimed. `take` gets each heap with its
+    /// owner as read once, and claims it from that owner (compare-and-swap
+    /// of `owner_tid`), so that its tests and its claim see one value.
+    fn claim_where(&self, mut take: impl FnMut(&Heap, u32) -> bool) -> Option<*mut Heap> {
         let mut h = self.heaps.load(Ordering::Acquire);
         while !h.is_null() {
             // SAFETY: registry heaps live as long as the instance.
             let hr = unsafe { &*h };
-            let seen = hr.owner_tid.load(Ordering::Relaxed);
-            if pred(hr)
-                && hr
-                    .owner_tid
-                    .compare_exchange(seen, tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
+            if take(hr, hr.owner_tid.load(Ordering::Relaxed)) {
                 return Some(h);
             }
             h = hr.next_heap;
@@ -396,13 +390,24 @@ impl InstanceState {
 
     /// Without `tls`: claims `hr` from `owner`, a thread that has exited,
     /// if no live thread can reach it through the thread-pointer table
-    /// (see the module docs); the heap is then hidden from the table
-    /// (`owner.tp` cleared). False, with the heap left as it was, if a
-    /// live thread has its thread pointer or another thread claimed it.
+    /// (see the module docs). True: claimed and hidden from the table
+    /// (`owner.tp` cleared); or, when the caller itself lives on the dead
+    /// thread's control block, claimed as rule 1 would. False if another
+    /// thread holds the heap, or a live thread has its thread pointer; that
+    /// thread, when known, is then recorded as the owner.
     fn claim_unreached(&self, hr: &Heap, owner: u32, me: u32) -> bool {
+        // A first look, without a claim. While another thread hides the
+        // heap for this same proof, `owner.tp` is 0 and says nothing:
+        // the heap is left to that thread.
         let tp = hr.owner.tp.load(Ordering::Relaxed);
-        let ctid = hr.owner_ctid.load(Ordering::Relaxed);
-        if let Some(t) = occupant(tp, ctid) {
+        if tp == 0 {
+            return false;
+        }
+        if let Some(t) = occupant(tp, hr.owner_ctid.load(Ordering::Relaxed)) {
+            if t == me {
+                // Our own stack's heap, hidden from our rule 1 a moment ago.
+                return self.claim(hr, owner, me);
+            }
             // A new thread inherited the heap with the stack: record it as
             // the owner, so that its own exit is noticed.
             if t != 0 && t != owner && sys::thread_alive(t) {
@@ -415,6 +420,11 @@ impl InstanceState {
         if !self.claim(hr, owner, me) {
             return false;
         }
+        // Read again under the claim: its Acquire pairs with the Release
+        // of a proof given up (below), so this is the thread pointer that
+        // proof put back, not one read while the heap was hidden.
+        let tp = hr.owner.tp.load(Ordering::Relaxed);
+        let ctid = hr.owner_ctid.load(Ordering::Relaxed);
         // Hide the heap from the fast path, then look again: a thread that
         // found it before is alive and visible now.
         hr.owner.tp.store(0, Ordering::Relaxed);
@@ -522,49 +532,85 @@ mod tests {
     /// thread that exited at once (rule 3), without waiting for a sweep to
     /// collect it, and only if nobody lives on the dead thread's control
     /// block. (Threads that replace each other used to make up to twice
-    /// the heaps, and memory, of the `tls` build.) The control block is
-    /// played by a buffer of ours, so that no other test's thread can
-    /// take the dead thread's cached stack meanwhile.
+    /// the heaps, and memory, of the `tls` build.) The control block is a
+    /// buffer of ours, so that no other test's thread can take the dead
+    /// thread's cached stack meanwhile; each claim is made by a new thread.
     #[test]
     fn a_heap_of_an_exited_thread_is_taken_at_once_without_tls() {
         static ST: InstanceState = InstanceState::new();
+        let acquire = || {
+            let h = std::thread::spawn(|| ST.acquire_heap(false) as usize);
+            h.join().unwrap() as *mut Heap
+        };
+        let count = || ST.heap_count.load(Ordering::Relaxed);
         let dead = std::thread::spawn(sys::gettid).join().unwrap();
         // `join` returns once the kernel cleared the thread's tid word,
         // a moment before the thread id itself is gone.
         while sys::thread_alive(dead) {
             std::thread::yield_now();
         }
-        // Word 2 is the kernel's `clear_child_tid` word.
-        let block = std::boxed::Box::new([0u32; 16]);
-        let tp = block.as_ptr() as usize;
-        let leave = |h: *mut Heap| {
-            // SAFETY: a heap of the registry.
-            let hr = unsafe { &*h };
-            hr.owner.tp.store(tp, Ordering::Relaxed);
-            hr.owner_ctid.store(tp + 8, Ordering::Relaxed);
-            hr.owner_tid.store(dead, Ordering::Release);
+        let main = sys::gettid();
+        // The control block; its word 2 plays the kernel's tid word.
+        let mut block = std::boxed::Box::new([0u32; 16]);
+        let tp = block.as_mut_ptr() as usize;
+        let word = tp + 8;
+        let set_word = move |tid: u32| {
+            // SAFETY: a word of `block`, which outlives the test and is
+            // only reached through this address.
+            unsafe { (word as *mut u32).write_volatile(tid) }
         };
-        let h = ST.acquire_heap(false);
+        let hr = |h: *mut Heap| {
+            // SAFETY: heaps of the registry live as long as the instance.
+            unsafe { &*h }
+        };
+        let leave = |h: *mut Heap, tp: usize| {
+            hr(h).owner.tp.store(tp, Ordering::Relaxed);
+            hr(h).owner_ctid.store(word, Ordering::Relaxed);
+            hr(h).owner_tid.store(dead, Ordering::Release);
+        };
+        // Held by this thread, which is alive: out of every rule.
+        let park = |h: *mut Heap| {
+            hr(h).owner.tp.store(0, Ordering::Relaxed);
+            hr(h).owner_tid.store(main, Ordering::Release);
+        };
+        let h = acquire();
         assert!(!h.is_null());
-        leave(h);
-        assert_eq!(
-            ST.acquire_heap(false),
-            h,
-            "the exited thread's heap was not taken"
-        );
-        assert_eq!(ST.heap_count.load(Ordering::Relaxed), 1);
-        // A live thread on the control block: the heap is left to it, and
-        // a new heap is made.
-        leave(h);
-        // SAFETY: the word is ours; nothing else reads it meanwhile.
-        unsafe { (tp as *mut u32).add(2).write_volatile(sys::gettid()) };
-        let other = ST.acquire_heap(false);
+
+        // Nobody on the control block: taken.
+        leave(h, tp);
+        assert_eq!(acquire(), h, "the exited thread's heap was not taken");
+        assert_eq!(count(), 1);
+
+        // Hidden (another thread is proving it): its thread pointer says
+        // nothing, so it is left alone, whatever the tid word says.
+        leave(h, 0);
+        set_word(main);
+        let other = acquire();
+        assert!(!other.is_null() && other != h, "a hidden heap was taken");
+        assert_eq!(count(), 2);
+        park(other);
+
+        // A live thread on the control block: left to it, and recorded
+        // as its owner.
+        leave(h, tp);
+        let other = acquire();
         assert!(
             !other.is_null() && other != h,
             "an inherited heap was taken"
         );
-        // SAFETY: a heap of the registry.
-        assert_eq!(unsafe { &*h }.owner.tp.load(Ordering::Relaxed), tp);
-        assert_eq!(ST.heap_count.load(Ordering::Relaxed), 2);
+        assert_eq!(count(), 3);
+        park(other);
+        assert_eq!(hr(h).owner.tp.load(Ordering::Relaxed), tp);
+        assert_eq!(hr(h).owner_tid.load(Ordering::Relaxed), main);
+
+        // The claiming thread itself on the control block: it takes its
+        // own stack's heap, as rule 1 would, rather than make one.
+        leave(h, tp);
+        let got = std::thread::spawn(move || {
+            set_word(sys::gettid());
+            ST.acquire_heap(false) as usize
+        });
+        assert_eq!(got.join().unwrap() as *mut Heap, h);
+        assert_eq!(count(), 3);
     }
 }
